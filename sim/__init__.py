@@ -1,0 +1,1 @@
+"""slofsim: a POWER KVM guest booting through SLOF from a virtio-blk disk."""

@@ -1,0 +1,43 @@
+"""The structured event trace: every claim slofsim prints comes from here.
+
+An event is (time_ns, actor, name, fields). Actors are the threads and
+layers of the real stack: "guest" (the vcpu running SLOF), "kvm",
+"qemu-vcpu" (QEMU's vcpu thread), "qemu-main", "iothread", "disk".
+"""
+
+from typing import NamedTuple
+
+import trio
+
+
+class Event(NamedTuple):
+    t_ns: int
+    actor: str
+    name: str
+    fields: dict
+
+    def to_json(self) -> dict:
+        return {"t_ns": self.t_ns, "actor": self.actor, "event": self.name, **self.fields}
+
+
+class Trace:
+    __slots__ = ("events",)
+
+    def __init__(self):
+        self.events: list[Event] = []
+
+    def emit(self, _actor: str, _name: str, **fields) -> Event:
+        ev = Event(round(trio.current_time() * 1e9), _actor, _name, fields)
+        self.events.append(ev)
+        return ev
+
+    def named(self, *names: str) -> list[Event]:
+        return [e for e in self.events if e.name in names]
+
+    def first(self, name: str, after: int = -1, **match):
+        """The first event called name after index `after` whose fields match."""
+        for i in range(after + 1, len(self.events)):
+            e = self.events[i]
+            if e.name == name and all(e.fields.get(k) == v for k, v in match.items()):
+                return i, e
+        return None, None
