@@ -1,0 +1,116 @@
+"""A KVM VM (virt/kvm/kvm_main.c, arch/powerpc/kvm/powerpc.c).
+
+Owns the per-VM enabled_hcalls bitmap, the io buses, ioeventfds and irqfds,
+and answers the VM ioctls QEMU makes. Structs cross the ioctl boundary as
+bytes, built and parsed with the uapi layouts, as they do in C.
+"""
+
+from sim.abi import kvm as uapi
+from sim.abi.kvm import EINVAL, errno_name
+from sim.kvm import book3s
+from sim.eventfd import FdTable
+from sim.kvm.ioeventfd import kvm_ioeventfd
+from sim.kvm.iobus import KvmIoBus
+from sim.kvm.vcpu import Vcpu
+
+
+class KernelConfig:
+    """What the host kernel offers."""
+
+    def __init__(self, version: str, flavour: str, host_endian: str = "big",
+                 logical_ci_handlers: bool | None = None):
+        self.version = version
+        self.flavour = flavour
+        self.host_endian = host_endian
+        major, minor = (int(x) for x in version.split(".")[:2])
+        # kvmppc_h_logical_ci_load/store arrived with commit 99342cf, Linux 4.1.
+        self.logical_ci_handlers = (major, minor) >= (4, 1) if logical_ci_handlers is None else logical_ci_handlers
+
+
+class KvmVm:
+    def __init__(self, kernel: KernelConfig, ram, trace, costs):
+        self.kernel = kernel
+        self.flavour = kernel.flavour
+        self.kernel_has_logical_ci = kernel.logical_ci_handlers
+        self.host_byteorder = kernel.host_endian
+        self.ram = ram
+        self.trace = trace
+        self.costs = costs
+        self.fds = FdTable()
+        self.buses = [KvmIoBus() for _ in uapi.BUS_NAMES]
+        self.ioeventfds = []
+        self.irqfds = {}
+        self.irq_lines: dict[int, int] = {}
+        self.vcpus: list[Vcpu] = []
+        # kvmppc_core_init_vm_*: copy the default list into the per-VM bitmap.
+        self.enabled_hcalls = bytearray(book3s.MAX_HCALL_OPCODE // 4 + 1)
+        for h in book3s.DEFAULT_ENABLED[self.flavour]:
+            self.enabled_hcalls[h // 4] = 1
+
+    def hcall_enabled(self, nr: int) -> bool:
+        return bool(self.enabled_hcalls[nr // 4])
+
+    def hcall_implemented(self, nr: int) -> bool:
+        """kvm_ops->hcall_implemented."""
+        if nr in book3s.LOGICAL_CI:
+            return self.kernel_has_logical_ci
+        return nr in book3s.IMPL[self.flavour]
+
+    def create_vcpu(self, cpu) -> Vcpu:
+        vcpu = Vcpu(self, cpu)
+        self.vcpus.append(vcpu)
+        return vcpu
+
+    # -- VM ioctls --------------------------------------------------------
+
+    def ioctl_check_extension(self, cap: int) -> int:
+        return 1 if cap in (uapi.KVM_CAP_PPC_ENABLE_HCALL, uapi.KVM_CAP_IOEVENTFD) else 0
+
+    def ioctl_enable_cap(self, raw: bytes) -> int:
+        """KVM_ENABLE_CAP (kvm_vm_ioctl_enable_cap)."""
+        cap = uapi.kvm_enable_cap.parse(raw)
+        ret = self._enable_cap(cap)
+        self.trace.emit("kvm", "enable_cap", cap=cap.cap, hcall=cap.args[0], enable=cap.args[1],
+                        ret=errno_name(ret))
+        return ret
+
+    def _enable_cap(self, cap) -> int:
+        if cap.flags:
+            return -EINVAL
+        if cap.cap != uapi.KVM_CAP_PPC_ENABLE_HCALL:
+            return -EINVAL
+        hcall, on = cap.args[0], cap.args[1]
+        if hcall > book3s.MAX_HCALL_OPCODE or hcall & 3 or on > 1:
+            return -EINVAL
+        if not self.hcall_implemented(hcall):
+            return -EINVAL
+        self.enabled_hcalls[hcall // 4] = on
+        return 0
+
+    def ioctl_ioeventfd(self, raw: bytes) -> int:
+        """KVM_IOEVENTFD."""
+        args = uapi.kvm_ioeventfd.parse(raw)
+        ret = kvm_ioeventfd(self, args)
+        efd = self.fds.get(args.fd)
+        self.trace.emit("kvm", "ioeventfd_ioctl", addr=args.addr, len=args.len, datamatch=args.datamatch,
+                        flags=args.flags, fd=args.fd, eventfd=efd.label if efd else None, ret=errno_name(ret))
+        return ret
+
+    def ioctl_irqfd(self, raw: bytes) -> int:
+        """KVM_IRQFD: signalling the eventfd raises the GSI in the kernel."""
+        args = uapi.kvm_irqfd.parse(raw)
+        efd = self.fds.get(args.fd)
+        if efd is None:
+            return -uapi.EBADF
+        if args.fd in self.irqfds:
+            return -uapi.EBUSY
+        gsi = args.gsi
+        self.irqfds[args.fd] = gsi
+        efd.wait_queue.append(lambda: self.set_irq(gsi, 1, f"irqfd {efd.label}"))
+        return 0
+
+    def set_irq(self, gsi: int, level: int, source: str) -> None:
+        """kvm_set_irq / KVM_IRQ_LINE. SLOF runs with MSR_EE off and polls, so
+        the interrupt stays pending."""
+        self.irq_lines[gsi] = level
+        self.trace.emit("kvm", "irq", gsi=gsi, level=level, source=source)
