@@ -1,0 +1,89 @@
+"""A raw disk image as QEMU's block layer serves it to virtio-blk.
+
+Read-only unless the scenario allows writes. Writes then go to an
+in-memory copy-on-write overlay, or, with persist, to the file, where they
+are durable only after a flush (like a host page cache before fsync).
+An .xz image is unpacked into memory and is always read-only.
+"""
+
+import lzma
+import os
+
+SECTOR = 512
+
+
+class BlockError(Exception):
+    """The image cannot be used: message names the file and the reason."""
+
+
+class BlockBackend:
+    def __init__(self, path: str, *, writable: bool = False, persist: bool = False):
+        self.path = path
+        self.writable = writable
+        self.persist = persist and writable
+        self._fd = None
+        self._data = None
+        self.overlay: dict[int, bytes] = {}
+        self.dirty: dict[int, bytes] = {}
+        try:
+            if path.endswith(".xz"):
+                with lzma.open(path) as f:
+                    self._data = memoryview(f.read())
+                self.writable = self.persist = False
+                size = len(self._data)
+            else:
+                self._fd = os.open(path, os.O_RDWR if self.persist else os.O_RDONLY)
+                size = os.fstat(self._fd).st_size
+        except (OSError, lzma.LZMAError) as exc:
+            raise BlockError(f"{path}: cannot open disk image: {exc.strerror or exc}") from None
+        if size < SECTOR or size % SECTOR:
+            self.close()
+            raise BlockError(f"{path}: disk image is {size} bytes; expected a non-zero multiple of {SECTOR}")
+        self.size = size
+        self.sectors = size // SECTOR
+
+    @classmethod
+    def from_bytes(cls, data, name: str = "<generated>", *, writable: bool = False) -> "BlockBackend":
+        """An image held in memory (slofsim mkdisk output); never persisted."""
+        self = cls.__new__(cls)
+        self.path, self.writable, self.persist = name, writable, False
+        self._fd, self._data = None, memoryview(bytes(data))
+        self.overlay, self.dirty = {}, {}
+        self.size = len(data)
+        self.sectors = self.size // SECTOR
+        return self
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def read_into(self, sector: int, dest: memoryview) -> None:
+        """Read len(dest) bytes from sector; the caller checked the range."""
+        n = len(dest)
+        off = sector * SECTOR
+        if self._data is not None:
+            dest[:] = self._data[off:off + n]
+        else:
+            got = os.preadv(self._fd, [dest], off)
+            if got != n:
+                raise OSError(f"short read at sector {sector}")
+        if self.overlay or self.dirty:
+            for i in range(n // SECTOR):
+                s = self.dirty.get(sector + i) or self.overlay.get(sector + i)
+                if s is not None:
+                    dest[i * SECTOR:(i + 1) * SECTOR] = s
+
+    def write(self, sector: int, data: bytes) -> None:
+        target = self.dirty if self.persist else self.overlay
+        for i in range(len(data) // SECTOR):
+            target[sector + i] = bytes(data[i * SECTOR:(i + 1) * SECTOR])
+
+    def flush(self) -> None:
+        """bdrv_flush: make persisted writes durable on the file."""
+        if not self.persist:
+            return
+        for sector in sorted(self.dirty):
+            os.pwrite(self._fd, self.dirty[sector], sector * SECTOR)
+        self.dirty.clear()
+        os.fsync(self._fd)

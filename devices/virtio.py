@@ -1,0 +1,80 @@
+"""The transport-independent virtio device core (hw/virtio/virtio.c)."""
+
+from sim.abi.virtio import (
+    VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1,
+)
+from devices.virtqueue import VirtQueue
+
+
+class VirtIODevice:
+    name = "virtio"
+
+    def __init__(self, device_id: int, config_len: int, ram, trace):
+        self.device_id = device_id
+        self.config_len = config_len
+        self.ram = ram
+        self.trace = trace
+        self.vqs: list[VirtQueue] = []
+        self.host_features = 0
+        self.guest_features = 0
+        self.status = 0
+        self.isr = 0
+        self.queue_sel = 0
+        self.broken = False
+        self.device_big_endian = True  # virtio_default_endian(): target order, BE for ppc64
+        self.transport = None  # set by the transport when plugged
+
+    def add_queue(self, num: int, handle_output) -> VirtQueue:
+        vq = VirtQueue(len(self.vqs), num, self.ram)
+        vq.handle_output = handle_output
+        self.vqs.append(vq)
+        return vq
+
+    def is_big_endian(self) -> bool:
+        """virtio_is_big_endian: legacy devices use device_endian; 1.0 is LE."""
+        if self.guest_features >> VIRTIO_F_VERSION_1 & 1:
+            return False
+        return self.device_big_endian
+
+    def get_config(self) -> bytes:
+        return bytes(self.config_len)
+
+    def set_status(self, value: int) -> None:
+        self.status = value
+
+    def reset(self) -> None:
+        """virtio_reset."""
+        self.status = 0
+        self.guest_features = 0
+        self.isr = 0
+        self.queue_sel = 0
+        self.broken = False
+        for vq in self.vqs:
+            vq.reset()
+
+    def queue_notify(self, n: int, actor: str) -> None:
+        """virtio_queue_notify (2015): call the queue's handle_output."""
+        if n < len(self.vqs) and self.vqs[n].ready():
+            self.vqs[n].handle_output(self.vqs[n], actor)
+
+    def virtio_error(self, reason: str, actor: str) -> None:
+        """virtio_error: the device is broken until reset."""
+        self.broken = True
+        if self.guest_features >> VIRTIO_F_VERSION_1 & 1:
+            self.status |= VIRTIO_CONFIG_S_NEEDS_RESET
+        self.trace.emit(actor, "virtio_error", device=self.name, reason=reason)
+
+    def notify(self, vq: VirtQueue, actor: str) -> None:
+        """virtio_notify: interrupt the guest unless it asked not to be.
+        SLOF sets VRING_AVAIL_F_NO_INTERRUPT, so no interrupt is raised."""
+        try:
+            flags = int.from_bytes(self.ram.view(vq.avail, 2), "big" if self.is_big_endian() else "little")
+        except Exception:
+            flags = 0
+        if flags & 1:
+            return
+        self.isr |= 1
+        self.transport.notify_guest(vq, actor)
+
+    def driver_ok(self) -> bool:
+        return bool(self.status & VIRTIO_CONFIG_S_DRIVER_OK)

@@ -1,0 +1,203 @@
+"""virtio-blk as QEMU 2.2-2.4 had it (hw/block/virtio-blk.c).
+
+Requests are IN, OUT, FLUSH and GET_ID; anything else is UNSUPP, a sector
+range past the end is IOERR. With a dataplane configured, a kick that
+reaches handle_output only starts the dataplane and returns.
+"""
+
+import trio
+
+from sim.abi.virtio import (
+    BLK_TYPE_NAMES, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
+    VIRTIO_BLK_T_BARRIER, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH,
+    VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SCSI, VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_F_ANY_LAYOUT, VIRTIO_F_BAD_FEATURE,
+    VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_ID_BLOCK, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+    layouts,
+)
+from devices.block import SECTOR
+from devices.virtio import VirtIODevice
+from devices.virtqueue import VirtioError
+
+
+def host_features(qemu_version: tuple[int, int], read_only: bool) -> int:
+    """The legacy HOST_FEATURES word. 4.0+ matches what QEMU 7.2 offered
+    SLOF (0x71006ed4, real-slof/tr-legacy-*_regs.csv); the 2015 set is the
+    same without DISCARD/WRITE_ZEROES (added in 4.0) and with ANY_LAYOUT."""
+    bits = [VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_SCSI,
+            VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_F_CONFIG_WCE,
+            VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_RING_F_EVENT_IDX,
+            VIRTIO_F_BAD_FEATURE]
+    if qemu_version >= (4, 0):
+        bits += [VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES]
+    else:
+        bits.append(VIRTIO_F_ANY_LAYOUT)
+    if read_only:
+        bits.append(VIRTIO_BLK_F_RO)
+    return sum(1 << b for b in bits)
+
+
+class VirtIOBlock(VirtIODevice):
+    name = "virtio-blk"
+
+    def __init__(self, backend, ram, trace, costs, *, qemu_version, queue_size, serial="slofsim0"):
+        # struct virtio_blk_config grew discard/write-zeroes fields in 4.0 (60 bytes).
+        super().__init__(VIRTIO_ID_BLOCK, 60 if qemu_version >= (4, 0) else 36, ram, trace)
+        self.backend = backend
+        self.costs = costs
+        self.serial = serial.encode()
+        self.host_features = host_features(qemu_version, not backend.writable)
+        self.vq = self.add_queue(queue_size, self.handle_output)
+        self.dataplane = None
+        self.main_ctx = None
+        self.requests_completed = 0
+        self.bytes_read = 0
+        self._config = None
+
+    def get_config(self) -> bytes:
+        big = self.is_big_endian()
+        if self._config is None or self._config[0] != big:
+            raw = layouts(big).blk_config.build(dict(
+                capacity=self.backend.sectors, size_max=0, seg_max=self.vq.num_default - 2,
+                cylinders=min(self.backend.sectors // (16 * 63), 65535), heads=16, sectors=63,
+                blk_size=SECTOR, physical_block_exp=0, alignment_offset=0, min_io_size=0,
+                opt_io_size=0, wce=1, unused0=0, num_queues=0))
+            self._config = (big, raw.ljust(self.config_len, b"\0"))
+        return self._config[1]
+
+    def set_status(self, value: int) -> None:
+        """virtio_blk_set_status only ever stops the dataplane."""
+        super().set_status(value)
+        if self.dataplane is not None and not value & (2 | 4):
+            self.dataplane.stop()
+
+    def reset(self) -> None:
+        if self.dataplane is not None:
+            self.dataplane.stop()
+        super().reset()
+
+    def handle_output(self, vq, actor: str) -> None:
+        """virtio_blk_handle_output: runs in QEMU's vcpu thread (userspace
+        notify) or the main loop (ioeventfd handler)."""
+        if self.dataplane is not None:
+            # "Some guests kick before setting VIRTIO_CONFIG_S_DRIVER_OK so
+            # start dataplane here instead of waiting for .set_status()."
+            started = self.dataplane.started
+            self.dataplane.start()
+            self.trace.emit(actor, "virtio_blk_handle_output",
+                            queue=vq.index, dataplane="already started: kick dropped" if started
+                            else "started dataplane", processed=False)
+            return
+        self.trace.emit(actor, "virtio_blk_handle_output", queue=vq.index, dataplane=None, processed=True)
+        self.process_queue(vq, actor, self.main_ctx)
+
+    def process_queue(self, vq, actor: str, ctx) -> int:
+        """Pop every available request and submit it; returns how many."""
+        if self.broken:
+            return 0
+        big = self.is_big_endian()
+        n = 0
+        while True:
+            try:
+                elem = vq.pop(big)
+            except VirtioError as exc:
+                self.virtio_error(str(exc), actor)
+                return n
+            if elem is None:
+                return n
+            n += 1
+            self.submit(vq, elem, actor, ctx, big)
+
+    def submit(self, vq, elem, actor, ctx, big) -> None:
+        """virtio_blk_handle_request."""
+        out = elem.out_sg
+        if not out or out[0][1] < 16:
+            self.virtio_error("virtio-blk missing headers", actor)
+            return
+        if not elem.in_sg:
+            self.virtio_error("virtio-blk request inhdr too short", actor)
+            return
+        rtype, _ioprio, sector = layouts(big).blk_outhdr_fast.unpack_from(self.ram.buf, out[0][0])
+        rtype &= ~VIRTIO_BLK_T_BARRIER
+        in_len = elem.in_size()
+        data_len = in_len - 1 if rtype == VIRTIO_BLK_T_IN else sum(n for _, n in out) - 16
+        self.trace.emit(actor, "blk_request", type=BLK_TYPE_NAMES.get(rtype, str(rtype)), sector=sector,
+                        count=data_len // SECTOR if rtype in (VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT) else 0,
+                        bytes=data_len, head=elem.index)
+        ctx.spawn(self._do_request, vq, elem, rtype, sector, data_len, in_len, ctx, big)
+
+    def _range_ok(self, sector: int, size: int) -> bool:
+        """virtio_blk_sect_range_ok."""
+        if size % SECTOR:
+            return False
+        return sector <= self.backend.sectors and size // SECTOR <= self.backend.sectors - sector
+
+    async def _do_request(self, vq, elem, rtype, sector, data_len, in_len, ctx, big):
+        """The block layer's AIO, then completion in the owning context."""
+        costs, ram = self.costs, self.ram
+        status = VIRTIO_BLK_S_OK
+        if rtype in (VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT):
+            if not self._range_ok(sector, data_len):
+                status = VIRTIO_BLK_S_IOERR
+                self.trace.emit("disk", "blk_range_error", sector=sector, bytes=data_len,
+                                capacity=self.backend.sectors)
+            else:
+                await trio.sleep(costs.disk_request + costs.disk_per_sector * (data_len // SECTOR))
+                if rtype == VIRTIO_BLK_T_IN:
+                    self._read(elem, sector, data_len)
+                elif not self.backend.writable:
+                    status = VIRTIO_BLK_S_IOERR  # read-only drive: the write fails (EACCES)
+                else:
+                    self.backend.write(sector, self._gather(elem.out_sg, 16, data_len))
+                self.trace.emit("disk", "disk_io", type=BLK_TYPE_NAMES[rtype], sector=sector,
+                                bytes=data_len, status=status)
+        elif rtype == VIRTIO_BLK_T_FLUSH:
+            await trio.sleep(costs.disk_request)
+            self.backend.flush()
+        elif rtype == VIRTIO_BLK_T_GET_ID:
+            ident = self.serial[:VIRTIO_BLK_ID_BYTES].ljust(min(in_len - 1, VIRTIO_BLK_ID_BYTES), b"\0")
+            self._scatter(elem.in_sg, ident[:in_len - 1])
+        else:
+            status = VIRTIO_BLK_S_UNSUPP
+        ctx.schedule(lambda: self.complete(vq, elem, status, in_len, rtype, ctx.actor, big))
+
+    def _read(self, elem, sector, data_len) -> None:
+        ram = self.ram
+        segs = elem.in_sg
+        if len(segs) == 2 and segs[0][1] == data_len:  # data, then the status byte
+            addr = segs[0][0]
+            self.backend.read_into(sector, ram.view(addr, data_len))
+            ram.notify_written(addr, data_len)
+        else:
+            buf = bytearray(data_len)
+            self.backend.read_into(sector, memoryview(buf))
+            self._scatter(segs, buf)
+        self.bytes_read += data_len
+
+    def _scatter(self, segs, data) -> None:
+        pos = 0
+        for addr, n in segs:
+            if pos >= len(data):
+                break
+            chunk = data[pos:pos + n]
+            self.ram.write(addr, chunk)
+            pos += len(chunk)
+
+    def _gather(self, segs, skip: int, length: int) -> bytes:
+        out = bytearray()
+        for addr, n in segs:
+            out += self.ram.read(addr, n)
+        return bytes(out[skip:skip + length])
+
+    def complete(self, vq, elem, status, in_len, rtype, actor, big) -> None:
+        """virtio_blk_req_complete: status byte, used ring, guest notify."""
+        if self.broken:
+            return
+        addr, n = elem.in_sg[-1]
+        self.ram.write(addr + n - 1, bytes((status,)))
+        used_idx = vq.push(elem, in_len, big)
+        self.requests_completed += 1
+        self.trace.emit(actor, "blk_complete", head=elem.index, status=status, used_idx=used_idx,
+                        type=BLK_TYPE_NAMES.get(rtype, str(rtype)))
+        self.notify(vq, actor)

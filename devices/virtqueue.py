@@ -1,0 +1,130 @@
+"""The split virtqueue in guest memory (hw/virtio/virtio.c).
+
+Every index, length and address the guest supplies is checked before use.
+A violation raises VirtioError with QEMU's own message; the device then
+marks itself broken (virtio_error) instead of trusting the ring.
+"""
+
+from sim.abi.virtio import (
+    VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, layouts, vring_addrs,
+)
+from sim.ram import GuestMemoryError
+
+VIRTQUEUE_MAX_SIZE = 1024
+
+
+class VirtioError(Exception):
+    """A guest error, in QEMU's words."""
+
+
+class VirtQueueElement:
+    __slots__ = ("index", "out_sg", "in_sg")
+
+    def __init__(self, index, out_sg, in_sg):
+        self.index = index
+        self.out_sg = out_sg  # [(addr, len)] the device reads
+        self.in_sg = in_sg    # [(addr, len)] the device writes
+
+    def in_size(self) -> int:
+        return sum(n for _, n in self.in_sg)
+
+
+class VirtQueue:
+    def __init__(self, index: int, num: int, ram):
+        self.index = index
+        self.num_default = num
+        self.ram = ram
+        self.host_notifier = None   # EventFd, set when the transport assigns one
+        self.guest_notifier = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.num = self.num_default
+        self.desc = self.avail = self.used = 0
+        self.last_avail_idx = 0
+        self.used_idx = 0
+
+    def set_legacy_addr(self, pa: int) -> None:
+        """virtio_queue_set_addr: a legacy ring is contiguous, 4096-aligned."""
+        self.desc, self.avail, self.used = vring_addrs(pa, self.num)
+
+    def ready(self) -> bool:
+        return self.desc != 0
+
+    # -- ring access ------------------------------------------------------
+
+    def _u16(self, addr: int, big: bool) -> int:
+        try:
+            return int.from_bytes(self.ram.view(addr, 2), "big" if big else "little")
+        except GuestMemoryError:
+            raise VirtioError("virtio: bogus descriptor or out of resources") from None
+
+    def avail_idx(self, big: bool) -> int:
+        return self._u16(self.avail + 2, big)
+
+    def empty(self, big: bool) -> bool:
+        return self.avail_idx(big) == self.last_avail_idx
+
+    def _read_desc(self, table: int, i: int, big: bool):
+        try:
+            return layouts(big).desc_fast.unpack_from(self.ram.buf, self._checked(table + 16 * i, 16))
+        except GuestMemoryError:
+            raise VirtioError("virtio: bogus descriptor or out of resources") from None
+
+    def _checked(self, addr: int, n: int) -> int:
+        self.ram.check(addr, n)
+        return addr
+
+    def pop(self, big: bool) -> VirtQueueElement | None:
+        """virtqueue_pop."""
+        avail_idx = self.avail_idx(big)
+        if avail_idx == self.last_avail_idx:
+            return None
+        num_heads = (avail_idx - self.last_avail_idx) & 0xFFFF
+        if num_heads > self.num:
+            raise VirtioError(f"Guest moved used index from {self.last_avail_idx} to {avail_idx}")
+        head = self._u16(self.avail + 4 + 2 * (self.last_avail_idx % self.num), big)
+        if head >= self.num:
+            raise VirtioError(f"Guest says index {head} is available")
+        self.last_avail_idx = (self.last_avail_idx + 1) & 0xFFFF
+        table, max_ = self.desc, self.num
+        i = head
+        addr, length, flags, nxt = self._read_desc(table, i, big)
+        if flags & VRING_DESC_F_INDIRECT:
+            if length % 16 or length == 0:
+                raise VirtioError("Invalid size for indirect buffer table")
+            table, max_, i = addr, length // 16, 0
+            addr, length, flags, nxt = self._read_desc(table, i, big)
+        out_sg, in_sg = [], []
+        while True:
+            if flags & VRING_DESC_F_INDIRECT and table != self.desc:
+                raise VirtioError("Nested indirect descriptor")
+            if length == 0:
+                raise VirtioError("virtio: zero sized buffers are not allowed")
+            try:
+                self.ram.check(addr, length)
+            except GuestMemoryError:
+                raise VirtioError("virtio: bogus descriptor or out of resources") from None
+            if flags & VRING_DESC_F_WRITE:
+                in_sg.append((addr, length))
+            else:
+                if in_sg:
+                    raise VirtioError("Incorrect order for descriptors")
+                out_sg.append((addr, length))
+            if len(out_sg) + len(in_sg) > max_:
+                raise VirtioError("Looped descriptor")
+            if not flags & VRING_DESC_F_NEXT:
+                break
+            if nxt >= max_:
+                raise VirtioError(f"Desc next is {nxt}")
+            addr, length, flags, nxt = self._read_desc(table, nxt, big)
+        return VirtQueueElement(head, out_sg, in_sg)
+
+    def push(self, elem: VirtQueueElement, length: int, big: bool) -> int:
+        """virtqueue_push (fill + flush): returns the new used->idx."""
+        L = layouts(big)
+        slot = self.used + 4 + 8 * (self.used_idx % self.num)
+        self.ram.write(slot, L.used_elem_fast.pack(elem.index, length))
+        self.used_idx = (self.used_idx + 1) & 0xFFFF
+        self.ram.write(self.used + 2, self.used_idx.to_bytes(2, "big" if big else "little"))
+        return self.used_idx

@@ -1,0 +1,68 @@
+"""AioContext: QEMU's event loop, one per thread (util/async.c, aio-posix.c).
+
+The main loop and each IOThread run one. A context sleeps in ppoll until an
+eventfd it watches becomes readable or a bottom half is scheduled, then
+dispatches the handlers in its own thread. A handler for an eventfd runs
+once per wake-up however many signals arrived (the count coalesces).
+"""
+
+from collections import deque
+
+import trio
+
+
+class AioContext:
+    def __init__(self, actor: str, trace, costs):
+        self.actor = actor
+        self.trace = trace
+        self.costs = costs
+        self._handlers = {}
+        self._wakers = {}
+        self._ready = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self.nursery = None
+        self.wakeups = 0
+
+    def set_event_notifier(self, efd, handler) -> None:
+        """aio_set_event_notifier(ctx, e, handler); None removes it."""
+        old = self._wakers.pop(efd, None)
+        if old is not None:
+            efd.wait_queue.remove(old)
+            self._handlers.pop(efd, None)
+        if handler is None:
+            return
+        self._handlers[efd] = handler
+
+        def waker(efd=efd):
+            self._ready.append(efd)
+            self._lot.unpark_all()
+        self._wakers[efd] = waker
+        efd.wait_queue.append(waker)
+        if efd.count:
+            waker()
+
+    def schedule(self, fn) -> None:
+        """qemu_bh_schedule / aio completion delivered to this context."""
+        self._ready.append(fn)
+        self._lot.unpark_all()
+
+    def spawn(self, async_fn, *args) -> None:
+        """Work done off this thread (the block layer's I/O)."""
+        self.nursery.start_soon(async_fn, *args)
+
+    async def run(self) -> None:
+        ready, handlers = self._ready, self._handlers
+        while True:
+            while not ready:
+                await self._lot.park()
+            await trio.sleep(self.costs.thread_wakeup)
+            self.wakeups += 1
+            while ready:
+                item = ready.popleft()
+                if callable(item) and item not in handlers:
+                    item()
+                    continue
+                handler = handlers.get(item)
+                if handler is not None and item.count:
+                    self.trace.emit(self.actor, "eventfd_read", eventfd=item.label, count=item.count)
+                    handler()

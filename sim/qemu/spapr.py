@@ -1,0 +1,143 @@
+"""The pseries machine (hw/ppc/spapr.c, spapr_pci.c) and its vcpu thread.
+
+Builds RAM, the PHB with its I/O and MMIO windows, one virtio-blk-pci on
+the PHB, the main loop and an optional IOThread; enables the in-kernel
+H_LOGICAL_CI_* hcalls when QEMU is new enough (2.4, 026bfd89); then runs
+the vcpu thread (kvm_cpu_exec): KVM_RUN, handle the exit, repeat.
+"""
+
+import trio
+
+from sim.abi import papr
+from sim.abi.kvm import KVM_EXIT_PAPR_HCALL
+from sim.kvm.vcpu import SIM_GUEST_IDLE
+from sim.qemu.aio import AioContext
+from sim.qemu.kvm_all import KvmMemoryListener, kvmppc_enable_logical_ci_hcalls
+from sim.qemu.memory import AddressSpace, MemoryCore, MemoryRegion
+from sim.qemu.spapr_hcall import SpaprHcalls
+from devices.dataplane import VirtIOBlockDataPlane
+from devices.pci import PCIBus
+from devices.virtio_blk import VirtIOBlock
+from devices.virtio_pci import VirtIOPCIProxy
+from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK
+
+SPAPR_PCI_BASE_BUID = 0x800000020000000
+SPAPR_PCI_MEM_WIN_BUS_OFFSET = 0x80000000
+
+
+def phb_windows(qemu_version: tuple[int, int]) -> dict:
+    """PHB 0's windows: the 2.1-2.7 fixed layout, or spapr_phb_placement (2.8+)."""
+    if qemu_version >= (2, 8):
+        base = 1 << 45
+        return dict(io=(base, 0x10000), mem=(base + (1 << 31), (1 << 32) - 0x80000000))
+    windows_base = 0x10000000000                 # SPAPR_PCI_WINDOW_BASE, index 0
+    return dict(io=(windows_base + 0x80000000, 0x10000),      # SPAPR_PCI_IO_WIN_OFF/SIZE
+                mem=(windows_base + 0xA0000000, 0x1000000000 - SPAPR_PCI_MEM_WIN_BUS_OFFSET))
+
+
+class Console:
+    """spapr_vty: bytes the guest wrote with H_PUT_TERM_CHAR."""
+
+    def __init__(self, trace, echo=None):
+        self.buf = bytearray()
+        self.trace = trace
+        self.echo = echo
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+        if self.echo:
+            self.echo(data)
+
+    def text(self) -> str:
+        return self.buf.decode("latin-1").replace("\r", "")
+
+
+class SpaprMachine:
+    def __init__(self, cfg, vm, ram, backend, trace, costs, console):
+        self.cfg = cfg
+        self.vm = vm
+        self.ram = ram
+        self.trace = trace
+        self.costs = costs
+        self.console = console
+        self.fds = vm.fds
+        self.hcalls = SpaprHcalls(self)
+        # Memory: RAM at 0, the PHB's windows as aliases of its bus spaces.
+        self.core = MemoryCore()
+        system = MemoryRegion("system", 1 << 64)
+        system.add_subregion(0, MemoryRegion("ppc_spapr.ram", ram.size, ram=ram))
+        win = phb_windows(cfg.qemu_version)
+        self.io_win_addr = win["io"][0]
+        iospace = MemoryRegion("pci-io", win["io"][1])
+        memspace = MemoryRegion("pci-mem", 1 << 64)
+        system.add_subregion(win["io"][0], MemoryRegion("pci-io-window", win["io"][1], alias=iospace))
+        system.add_subregion(win["mem"][0], MemoryRegion("pci-mem-window", win["mem"][1], alias=memspace,
+                                                         alias_offset=SPAPR_PCI_MEM_WIN_BUS_OFFSET))
+        self.address_space = AddressSpace("memory", system)
+        self.address_space.listeners.append(KvmMemoryListener(vm, vm.host_byteorder == "big", trace))
+        self.core.address_spaces.append(self.address_space)
+        self.core.commit()
+        self.phb_node = dict(buid=SPAPR_PCI_BASE_BUID, io_window=win["io"],
+                             mem_window=(SPAPR_PCI_MEM_WIN_BUS_OFFSET, win["mem"][0], win["mem"][1]),
+                             children=[0])
+        # Threads with an event loop.
+        self.main_ctx = AioContext("qemu-main", trace, costs)
+        self.iothread_ctx = AioContext("iothread", trace, costs) if cfg.iothread else None
+        # The disk: -device virtio-blk-pci,drive=...,iothread=io1
+        self.bus = PCIBus(iospace, memspace, trace)
+        self.blk = VirtIOBlock(backend, ram, trace, costs, qemu_version=cfg.qemu_version,
+                               queue_size=cfg.queue_size)
+        self.blk.main_ctx = self.main_ctx
+        self.proxy = VirtIOPCIProxy(self.blk, PCI_DEVICE_ID_VIRTIO_BLOCK, ioeventfd=cfg.ioeventfd, qemu=self)
+        self.bus.plug(0, self.proxy)
+        if self.iothread_ctx is not None:
+            self.blk.dataplane = VirtIOBlockDataPlane(self.blk, self.iothread_ctx, trace)
+        if cfg.enable_logical_ci:
+            kvmppc_enable_logical_ci_hcalls(vm, trace)
+
+    # -- services the devices use (event notifiers, INTx) -----------------
+
+    def event_notifier_init(self, label: str):
+        return self.fds.eventfd(label)
+
+    def pci_set_irq(self, dev, level: int) -> None:
+        """INTx through the PHB's LSI to the in-kernel XICS (KVM_IRQ_LINE)."""
+        if level:
+            self.vm.set_irq(0x1000 + dev.devfn // 8, level, "INTx")
+
+    # -- RTAS: ibm,read-pci-config / ibm,write-pci-config ------------------
+
+    def rtas_call(self, token: int, args: list[int], nret: int) -> list[int]:
+        if token in (papr.RTAS_IBM_READ_PCI_CONFIG, papr.RTAS_IBM_WRITE_PCI_CONFIG):
+            if len(args) < 4:
+                return [-3 & 0xFFFFFFFF]
+            addr, buid, size = args[0], (args[1] << 32) | args[2], args[3]
+            dev = self.bus.devices.get((addr >> 8) & 0xFF) if buid == SPAPR_PCI_BASE_BUID else None
+            reg = addr & 0xFFF
+            if dev is None or size not in (1, 2, 4) or reg % size:
+                return [-1 & 0xFFFFFFFF, 0]   # RTAS_OUT_HW_ERROR / bad parameter
+            if token == papr.RTAS_IBM_READ_PCI_CONFIG:
+                value = dev.config_read(reg, size)
+                self.trace.emit("qemu-vcpu", "pci_cfg_read", reg=reg, size=size, value=value)
+                return [0, value]
+            if len(args) < 5:
+                return [-3 & 0xFFFFFFFF]
+            self.trace.emit("qemu-vcpu", "pci_cfg_write", reg=reg, size=size, value=args[4])
+            dev.config_write(reg, args[4], size)
+            return [0]
+        return [-3 & 0xFFFFFFFF] + [0] * (nret - 1)  # RTAS_OUT_NOT_SUPPORTED
+
+    # -- the vcpu thread ---------------------------------------------------
+
+    async def kvm_cpu_exec(self, vcpu) -> object:
+        """qemu_kvm_cpu_thread_fn / kvm_cpu_exec: returns the guest model's result."""
+        trace, costs = self.trace, self.costs
+        while True:
+            run = await vcpu.ioctl_run()
+            if run.exit_reason == SIM_GUEST_IDLE:
+                return run.guest_result
+            if run.exit_reason == KVM_EXIT_PAPR_HCALL:
+                hc = run.papr_hcall
+                await trio.sleep(costs.qemu_dispatch)
+                hc.ret = self.hcalls.spapr_hypercall(hc.nr, hc.args)
+                trace.emit("qemu-vcpu", "hcall_done", nr=hc.nr, ret=hc.ret, r4=hc.args[0], in_kernel=False)
