@@ -1,0 +1,140 @@
+"""SLOF's boot, from start-up to the hand-off (or to the Forth prompt).
+
+The phases mirror real SLOF on QEMU: start-up, the PCI probe under
+/pci@800000020000000 (qemu,phb-enumerated), then `boot` over the boot list:
+open the disk (virtio-blk init on first open), disk-label load, ELF load,
+close-dev, and a jump to the image's entry. Console text is real SLOF's,
+minus the checkpoint codes and ANSI escapes.
+"""
+
+from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK, PCI_VENDOR_ID_REDHAT_QUMRANET
+from sim.cpu import execute
+from firmware_model.deblocker import Deblocker
+from firmware_model.disk_label import DiskLabel
+from firmware_model.elf import ElfError, entry_point, load as elf_load
+from firmware_model.hvcall import HvCalls
+from firmware_model.pci import Phb, PciFunction
+from firmware_model.virtio_blk import VirtioBlk
+
+LOAD_BASE = 0x4000                # default-load-base (board-qemu/slof/OF.fs)
+RING_BELOW_TOP = 0x1C8C000        # the ring landed at 0x3e374000 with 1 GiB (real-slof)
+
+BANNER = ("\r\n\r\nSLOF " + "*" * 70 + "\r\nQEMU Starting\r\n"
+          " Build Date = slofsim\r\n FW Version = slofsim model of SLOF\r\n"
+          ' Press "s" to enter Open Firmware.\r\n\r\n'
+          "Populating /vdevice methods\r\nPopulating /vdevice/vty@71000000\r\n"
+          "Populating /vdevice/nvram@71000001\r\n")
+WELCOME = ("No NVRAM common partition, re-initializing...\r\nScanning USB \r\n"
+           "Using default console: /vdevice/vty@71000000\r\n     \r\n"
+           "  Welcome to Open Firmware\r\n\r\n"
+           "  Copyright (c) 2004, 2017 IBM Corporation All rights reserved.\r\n\r\n")
+PROMPT = ("\r\n\r\nE3407: Load failed\r\n\r\n"
+          "  Type 'boot' and press return to continue booting the system.\r\n"
+          "  Type 'reset-all' and press return to reboot the system.\r\n\r\n\r\nReady! \r\n0 > ")
+
+
+class Slof:
+    def __init__(self, cpu, device_tree: dict, trace, costs, *, timeout_ms: int, max_prep_blocks: int):
+        self.cpu = cpu
+        self.dt = device_tree
+        self.trace = trace
+        self.costs = costs
+        self.timeout_ms = timeout_ms
+        self.max_prep_blocks = max_prep_blocks
+        top = device_tree["memory"]
+        self.ring = top - RING_BELOW_TOP
+        data = self.ring - 0x10000     # SLOF's own buffers, below its heap
+        self.hv = HvCalls(cpu, rtas_args_addr=data)
+        self.hdr, self.status, self.block, self.scratch = data + 0x100, data + 0x200, data + 0x1000, data + 0x2000
+        self.phb = Phb(device_tree["phb"])
+        self.disks: dict[str, tuple] = {}
+
+    def phase(self, name: str, **fields) -> None:
+        self.trace.emit("guest", "phase", name=name, **fields)
+
+    async def print(self, text: str) -> None:
+        await self.hv.put_term_char(text)
+
+    async def main(self) -> dict:
+        self.phase("slof start-up")
+        await self.cpu.compute(self.costs.slof_startup)
+        await self.print(BANNER)
+        await self.probe_pci()
+        await self.print(WELCOME)
+        return await self.boot()
+
+    async def probe_pci(self) -> None:
+        self.phase("pci probe")
+        await self.print(f"Populating {self.phb.path}\r\n")
+        for devfn in self.dt["phb"]["children"]:
+            fn = PciFunction(self.hv, self.phb, devfn)
+            await fn.disable()
+            ids = await fn.read(0x00, 4)
+            vendor, device = ids & 0xFFFF, ids >> 16
+            await self.print(" " * 21 + f"00 {devfn << 8:04x} (D) : {vendor:04x} {device:04x}    ")
+            if (vendor, device) != (PCI_VENDOR_ID_REDHAT_QUMRANET, PCI_DEVICE_ID_VIRTIO_BLOCK):
+                await self.print("\r\n")
+                continue
+            await self.print("virtio [ block ]\r\n")
+            await fn.assign_bars()
+            await fn.enable()
+            # virtio-setup-vd: capability walk; no modern caps -> legacy, BAR 0
+            await fn.capabilities()
+            await fn.read(0x10, 4)
+            await fn.disable()
+            self.disks[f"{self.phb.path}/scsi@{devfn >> 3:x}"] = (fn, None)
+
+    async def boot(self) -> dict:
+        self.phase("boot")
+        for dev in self.dt["boot_list"]:
+            await self.print(f"\r\nTrying to load:  from: {dev} ... ")
+            if dev not in self.disks:
+                await self.print("\r\nE3405: No such device")
+                continue
+            result = await self.load_from_disk(dev)
+            if result is not None:
+                return result
+        await self.print(PROMPT)
+        self.phase("forth prompt")
+        return {"stage": "prompt"}
+
+    async def open_disk(self, dev: str):
+        fn, blk = self.disks[dev]
+        await fn.enable()                 # device open: master/mem/io on
+        if blk is None:                   # virtio-block init runs on first open only
+            self.phase("virtio init")
+            blk = VirtioBlk(self.hv, self.trace, fn.cpu_address(0), self.ring, self.hdr, self.status,
+                            self.costs, self.timeout_ms)
+            if not await blk.init():
+                await self.print("virtioblk_init: failed\r\n")
+            self.disks[dev] = (fn, blk)
+        return fn, blk
+
+    async def load_from_disk(self, dev: str):
+        fn, blk = await self.open_disk(dev)
+        label = DiskLabel(Deblocker(blk, self.scratch), self.block, self.trace, self.max_prep_blocks)
+        size = await label.load(LOAD_BASE)
+        if not size:
+            await self.print("\r\nE3404: Not a bootable device!")
+            await fn.disable()            # close-dev
+            return None
+        self.phase("elf load", bytes=size)
+        try:
+            kind, e_entry, copied = elf_load(self.cpu.ram, LOAD_BASE, size)
+        except ElfError as exc:
+            await fn.disable()
+            self.trace.emit("guest", "elf_error", code=exc.code, reason=str(exc))
+            await self.print(f"\r\nE3403: Bad executable:   {exc}" if exc.code else f"{exc}\r\n")
+            return None
+        await self.cpu.compute(self.costs.slof_copy_per_byte * copied)
+        await self.print("  Successfully loaded\r\n")
+        await fn.disable()                # close-dev
+        nip, toc = entry_point(self.cpu.ram, kind, e_entry)
+        self.phase("kernel", entry=nip)
+        self.trace.emit("guest", "kernel_entry", e_entry=e_entry, nip=nip, toc=toc)
+        cpu = self.cpu
+        cpu.gpr[2] = toc
+        cpu.gpr[3] = cpu.gpr[4] = cpu.gpr[5] = 0
+        stop = await execute(cpu, nip)
+        self.trace.emit("guest", "guest_stop", reason=stop, nip=cpu.nip)
+        return {"stage": "kernel", "entry": nip, "stop": stop}

@@ -1,0 +1,121 @@
+"""SLOF's libvirtio legacy transport and virtio-blk driver
+(lib/libvirtio/virtio.c, virtio-blk.c).
+
+Init is the 11-access legacy sequence of real SLOF (real-slof/README.md);
+each request re-reads capacity and blk_size, fills a 3-descriptor chain,
+publishes it, writes QUEUE_NOTIFY through H_LOGICAL_CI_STORE and polls
+used->idx in RAM until it moves or VIRTIO_TIMEOUT (5000 ms) passes.
+"""
+
+import trio
+
+from sim.abi.virtio import (
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_T_BARRIER, VIRTIO_BLK_T_IN, VIRTIO_CONFIG_S_ACKNOWLEDGE,
+    VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_PCI_CONFIG_OFF_NO_MSIX,
+    VIRTIO_PCI_GUEST_FEATURES, VIRTIO_PCI_HOST_FEATURES, VIRTIO_PCI_QUEUE_NOTIFY,
+    VIRTIO_PCI_QUEUE_NUM, VIRTIO_PCI_QUEUE_PFN, VIRTIO_PCI_QUEUE_SEL, VIRTIO_PCI_STATUS,
+    VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, layouts, vring_addrs, vring_size,
+)
+from sim.cpu import TIMEBASE_FREQ
+
+VIRTIO_TIMEOUT_MS = 5000
+CFG = VIRTIO_PCI_CONFIG_OFF_NO_MSIX  # SLOF never enables MSI-X
+
+
+class VirtioBlk:
+    """struct virtio_device + the virtio-blk request path."""
+
+    def __init__(self, hv, trace, base: int, ring: int, hdr: int, status: int, costs,
+                 timeout_ms: int = VIRTIO_TIMEOUT_MS):
+        self.hv = hv
+        self.cpu = hv.cpu
+        self.ram = hv.cpu.ram
+        self.trace = trace
+        self.base = base          # legacy.addr: BAR0 as a CPU real address
+        self.ring = ring
+        self.hdr = hdr            # the static blkhdr
+        self.status_addr = status  # the stack byte `volatile uint8_t status = -1`
+        self.costs = costs
+        self.timeout_ms = timeout_ms
+        self.qsize = 0
+        self.block_size = 512
+        self.L = layouts(True)    # legacy rings are big-endian for a big-endian SLOF
+
+    async def init(self) -> int:
+        """virtioblk_init, legacy: returns the block size."""
+        hv, b = self.hv, self.base
+        await hv.ci_write(1, b + VIRTIO_PCI_STATUS, 0)  # virtio_reset_device
+        await hv.ci_write(1, b + VIRTIO_PCI_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE)
+        await hv.ci_write(1, b + VIRTIO_PCI_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER)
+        await hv.ci_write_le(4, b + VIRTIO_PCI_GUEST_FEATURES, 1 << VIRTIO_BLK_F_BLK_SIZE)
+        await hv.ci_write_le(2, b + VIRTIO_PCI_QUEUE_SEL, 0)       # virtio_get_qsize
+        self.qsize = await hv.ci_read_le(2, b + VIRTIO_PCI_QUEUE_NUM)
+        if not self.qsize:
+            return 0
+        self.ram.write(self.ring, bytes(vring_size(self.qsize)))  # memset 0
+        await hv.ci_write_le(2, b + VIRTIO_PCI_QUEUE_SEL, 0)       # virtio_set_qaddr
+        await hv.ci_write_le(4, b + VIRTIO_PCI_QUEUE_PFN, self.ring >> 12)
+        self.desc, self.avail, self.used = vring_addrs(self.ring, self.qsize)
+        self.ram.write(self.avail, self.L.avail_hdr.build(dict(flags=VRING_AVAIL_F_NO_INTERRUPT, idx=0)))
+        await hv.ci_write(1, b + VIRTIO_PCI_STATUS,
+                          VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK)
+        features = await hv.ci_read_le(4, b + VIRTIO_PCI_HOST_FEATURES)
+        if features & (1 << VIRTIO_BLK_F_BLK_SIZE):
+            self.block_size = await hv.ci_read(4, b + CFG + 20)  # legacy config: no swap
+        return self.block_size
+
+    async def transfer(self, buf: int, blocknum: int, cnt: int, rtype: int = VIRTIO_BLK_T_IN) -> int:
+        """virtioblk_transfer: blocks moved (cnt) or 0."""
+        hv, b, ram, L = self.hv, self.base, self.ram, self.L
+        await self.cpu.compute(self.costs.slof_per_request)
+        lo = await hv.ci_read(4, b + CFG + 0)
+        hi = await hv.ci_read(4, b + CFG + 4)
+        capacity = (hi << 32) | lo   # reads cfg+0 as the low word: harmless below 2^32 sectors
+        if blocknum + cnt - 1 > capacity:
+            await hv.put_term_char("virtioblk_transfer: Access beyond end of device!\r\n")
+            return 0
+        blk_size = await hv.ci_read(4, b + CFG + 20)
+        if blk_size % 512:
+            await hv.put_term_char(f"virtio-blk: Unaligned sector size {blk_size}\n")
+            return 0
+        avail_idx = int.from_bytes(ram.read(self.avail + 2, 2), "big")
+        last_used_idx = ram.read(self.used + 2, 2)
+        ram.write(self.hdr, L.blk_outhdr_fast.pack(rtype | VIRTIO_BLK_T_BARRIER, 1, blocknum * blk_size // 512))
+        ram.write(self.status_addr, b"\xff")
+        q = self.qsize
+        d = (avail_idx * 3) % q
+        pack = L.desc_fast.pack
+        write_flag = 0 if rtype & 1 else VRING_DESC_F_WRITE
+        ram.write(self.desc + 16 * d, pack(self.hdr, 16, VRING_DESC_F_NEXT, (d + 1) % q))
+        ram.write(self.desc + 16 * ((d + 1) % q),
+                  pack(buf, cnt * blk_size, VRING_DESC_F_NEXT | write_flag, (d + 2) % q))
+        ram.write(self.desc + 16 * ((d + 2) % q), pack(self.status_addr, 1, VRING_DESC_F_WRITE, 0))
+        ram.write(self.avail + 4 + 2 * (avail_idx % q), d.to_bytes(2, "big"))
+        ram.write(self.avail + 2, ((avail_idx + 1) & 0xFFFF).to_bytes(2, "big"))
+        self.trace.emit("guest", "virtio_blk_submit", type=rtype, sector=blocknum * blk_size // 512,
+                        count=cnt, avail_idx=avail_idx + 1)
+        await hv.ci_write_le(2, b + VIRTIO_PCI_QUEUE_NOTIFY, 0)   # virtio_queue_notify
+        if not await self._wait_used(last_used_idx):
+            self.trace.emit("guest", "virtio_timeout", sector=blocknum, count=cnt, timeout_ms=self.timeout_ms)
+        status = ram.read(self.status_addr, 1)[0]
+        if status == 0:
+            return cnt
+        await hv.put_term_char(f"virtioblk_transfer failed! type={rtype}, status = {status}\r\n")
+        return 0
+
+    async def _wait_used(self, last: bytes) -> bool:
+        """while (used->idx == last_used_idx) { mb(); if (time < now) break; }
+
+        The spin is modelled as waiting for the store to used->idx, or for
+        the timebase to pass the deadline (get-msecs: tb * 1000 / tb-freq)."""
+        ram = self.ram
+        deadline_ms = self.cpu.mftb() * 1000 // TIMEBASE_FREQ + self.timeout_ms
+        deadline = (deadline_ms + 1) / 1000   # the loop breaks once time < now
+        while ram.read(self.used + 2, 2) == last:
+            if trio.current_time() >= deadline:
+                return False
+            event = ram.watch(self.used + 2, 2)
+            with trio.move_on_at(deadline):
+                await event.wait()
+            ram.unwatch(event)
+        return True
