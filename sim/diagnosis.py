@@ -1,0 +1,140 @@
+"""The causal chain of one block request, read off the trace.
+
+For a stalled boot it follows the first request that never completed; for
+a good boot, a typical one (the first partition read). Each step quotes
+trace events: their time, the layer, and the real-stack function.
+"""
+
+from sim.abi import papr
+from sim.abi.virtio import VIRTIO_PCI_QUEUE_NOTIFY
+
+
+def _step(e, layer: str, func: str, text: str) -> dict:
+    return {"t_us": e.t_ns / 1000, "layer": layer, "function": func, "text": text}
+
+
+def _notify_addrs(result) -> set[int]:
+    io = result.machine.io_win_addr
+    return {io + e.fields["addr"] + VIRTIO_PCI_QUEUE_NOTIFY for e in result.trace.named("pci_bar_map")
+            if e.fields["bar"] == 0 and e.fields["addr"] is not None}
+
+
+def _pick(events) -> int | None:
+    """Index of the request to explain."""
+    done = {e.fields["used_idx"] for _, e in events if e.name == "blk_complete"}
+    subs = [(i, e) for i, e in events if e.name == "virtio_blk_submit"]
+    for i, e in subs:
+        if e.fields["avail_idx"] not in done:
+            return i
+    return subs[min(4, len(subs) - 1)][0] if subs else None
+
+
+def diagnose(result) -> list[dict]:
+    ev = result.trace.events
+    start = _pick([(i, e) for i, e in enumerate(ev) if e.name in ("virtio_blk_submit", "blk_complete")])
+    if start is None:
+        return []
+    sub = ev[start]
+    want = sub.fields["avail_idx"]
+    notify_addrs = _notify_addrs(result)
+    steps = [_step(sub, "SLOF", "virtioblk_transfer",
+                   f"request #{want - 1}: read sector {sub.fields['sector']} x{sub.fields['count']}, "
+                   f"avail->idx := {want}")]
+    i = start + 1
+    while i < len(ev) and not (ev[i].name == "hcall" and ev[i].fields["nr"] == papr.H_LOGICAL_CI_STORE
+                               and ev[i].fields["r5"] in notify_addrs):
+        i += 1
+    if i == len(ev):
+        return steps
+    call = ev[i]
+    addr = call.fields["r5"]
+    steps.append(_step(call, "SLOF", "virtio_queue_notify",
+                       f"hcall 0x40 H_LOGICAL_CI_STORE size {call.fields['r4']} addr 0x{addr:x} "
+                       f"val 0x{call.fields['r6']:x} (QUEUE_NOTIFY <- 0)"))
+    notify_t = call.t_ns
+    j = i + 1
+    while j < len(ev) and ev[j].name != "hcall_done":
+        e, f = ev[j], ev[j].fields
+        if e.name == "hcall_gate":
+            caps = [x.fields["ret"] for x in ev[:i] if x.name == "enable_cap" and x.fields["hcall"] == call.fields["nr"]]
+            why = f"KVM_ENABLE_CAP(104, 0x40) returned {caps[-1]}" if caps else "QEMU never called KVM_ENABLE_CAP(104)"
+            steps.append(_step(e, "KVM", "kvmppc_pseries_do_hcall" if result.scenario.kvm == "HV" else "kvmppc_h_pr",
+                               f"enabled_hcalls bit {f['bit']} {'set' if f['enabled'] else 'clear'} ({why})"))
+        elif e.name == "io_bus_write":
+            steps.append(_step(e, "KVM", "kvm_io_bus_write",
+                               f"KVM_MMIO_BUS addr 0x{f['addr']:x} len {f['len']} data {f['data']}: "
+                               + (f"taken by {f['device']}" if f["ret"] == "0" else f"{f['ret']}, no device took it")))
+        elif e.name == "ioeventfd_signal":
+            steps.append(_step(e, "KVM", "ioeventfd_write", f"eventfd_signal({f['eventfd']!r}), H_SUCCESS, no exit"))
+        elif e.name == "exit":
+            steps.append(_step(e, "KVM", "kvmppc_handle_exit", f"{f['reason']} nr 0x{f['nr']:x} to QEMU: {f['why']}"))
+        elif e.name == "h_logical_store":
+            steps.append(_step(e, "QEMU", "h_logical_store", f"stw_phys(0x{f['addr']:x}) -> virtio-pci BAR0"))
+        elif e.name == "virtio_queue_notify":
+            steps.append(_step(e, "QEMU", "virtio_ioport_write", f"QUEUE_NOTIFY -> virtio_queue_notify(vq {f['queue']})"))
+        elif e.name == "virtio_blk_handle_output":
+            if f["processed"]:
+                text = "no dataplane: QEMU serves the queue itself"
+            elif f["dataplane"] == "started dataplane":
+                text = "queue belongs to the dataplane: starts it (set_host_notifier, self-kick) and returns"
+            else:
+                text = "dataplane already started: returns without touching the queue -> kick dropped"
+            steps.append(_step(e, "QEMU", "virtio_blk_handle_output", text))
+        elif e.name == "dataplane_start":
+            steps.append(_step(e, "QEMU", "virtio_blk_data_plane_start",
+                               f"host notifier {f['host_notifier']!r} moved to {f['iothread']}"))
+        j += 1
+    # What the serving side did after the notify.
+    served = False
+    for e in ev[j:]:
+        f = e.fields
+        if e.name == "eventfd_read" and e.actor in ("iothread", "qemu-main"):
+            steps.append(_step(e, e.actor, "aio_dispatch", f"{f['eventfd']!r} readable: handler runs"))
+        elif e.name == "blk_request":
+            steps.append(_step(e, e.actor, "virtio_blk_handle_request",
+                               f"popped {f['type']} sector {f['sector']} x{f['count']}"))
+        elif e.name == "blk_complete" and f["used_idx"] == want:
+            steps.append(_step(e, e.actor, "virtio_blk_req_complete",
+                               f"status {f['status']}, used->idx := {f['used_idx']}"))
+            served = True
+            break
+        elif e.name == "virtio_timeout":
+            break
+        if len(steps) > 14:
+            break
+    if not served:
+        steps += _unserved(result, ev, j, addr, notify_t, want)
+    return steps
+
+
+def _unserved(result, ev, j, addr, notify_t, want) -> list[dict]:
+    steps = []
+    live = None
+    for e in ev:
+        if e.t_ns > notify_t:
+            break
+        if e.name == "ioeventfd_ioctl" and e.fields["addr"] == addr and e.fields["ret"] == "0":
+            live = None if e.fields["flags"] & 4 else e
+    timeout = next((e for e in ev[j:] if e.name == "virtio_timeout"), None)
+    at = timeout or ev[-1]
+    if live is not None:
+        label = live.fields["eventfd"]
+        signals = [e for e in ev if e.name == "ioeventfd_signal" and e.fields["eventfd"] == label and e.t_ns > notify_t]
+        steps.append(_step(at, "KVM", "ioeventfd_write",
+                           f"ioeventfd at 0x{addr:x} len {live.fields['len']} -> {label!r} "
+                           + ("never signalled after the notify" if not signals else f"signalled {len(signals)} times")))
+    else:
+        steps.append(_step(at, "KVM", "kvm_io_bus", f"no ioeventfd registered at 0x{addr:x}"))
+    if timeout is not None:
+        steps.append(_step(timeout, "SLOF", "virtioblk_transfer",
+                           f"used->idx still {want - 1} after {timeout.fields['timeout_ms']} ms: timeout, status 255"))
+    text = result.console.text()
+    for code in ("E3404", "E3407"):
+        k = text.find(code)
+        if k >= 0:
+            steps.append(_step(ev[-1], "SLOF", "boot", text[k:text.find("\n", k)].strip()))
+    return steps
+
+
+def format_diagnosis(steps: list[dict]) -> str:
+    return "\n".join(f"  {s['t_us'] / 1e6:12.6f} s  {s['layer']:<9} {s['text']}  [{s['function']}]" for s in steps)

@@ -1,0 +1,89 @@
+"""One scenario, one simulated machine: build the stack, boot, report.
+
+One trio.run on an autojump MockClock is one machine. The vcpu thread,
+QEMU's main loop and the IOThread are tasks; every cost is a trio.sleep, so
+SLOF's 5-second timeouts cost no wall time.
+"""
+
+import trio
+import trio.testing
+
+from devices.block import BlockBackend, BlockError
+from firmware_model.slof import Slof
+from sim.cpu import PowerCPU
+from sim.kvm.vm import KernelConfig, KvmVm
+from sim.qemu.spapr import Console, SpaprMachine
+from sim.ram import GuestRAM
+from sim.scenario import Scenario, ScenarioError
+from sim.trace import Trace
+
+WATCHDOG_S = 3600.0   # simulated seconds before a run is declared hung
+
+
+class RunResult:
+    def __init__(self, scenario, trace, console, guest_result, machine, end_ns, hung):
+        self.scenario = scenario
+        self.trace = trace
+        self.console = console
+        self.guest_result = guest_result
+        self.machine = machine
+        self.end_ns = end_ns
+        self.hung = hung
+
+
+def open_disk(scn: Scenario, disk_override: str | None = None) -> BlockBackend:
+    image = disk_override or scn.disk_image
+    if image == "mkdisk":
+        from sim.mkdisk import build_disk
+        try:
+            data = build_disk(**scn.mkdisk)
+        except ValueError as exc:
+            raise ScenarioError(f"{scn.path}: [disk]: {exc}") from None
+        return BlockBackend.from_bytes(data, "mkdisk", writable=scn.disk_writable)
+    try:
+        return BlockBackend(image, writable=scn.disk_writable, persist=scn.disk_persist)
+    except BlockError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
+async def _boot(scn: Scenario, backend, trace, echo):
+    ram = GuestRAM(scn.ram_mib << 20)
+    kernel = KernelConfig(scn.kernel_version, scn.kvm, scn.host_endian, scn.logical_ci_handlers)
+    vm = KvmVm(kernel, ram, trace, scn.costs)
+    trace.emit("kvm", "vm_created", kernel=scn.kernel_version, flavour=scn.kvm,
+               logical_ci_handlers=kernel.logical_ci_handlers, host_endian=scn.host_endian)
+    console = Console(trace, echo)
+    m = SpaprMachine(scn, vm, ram, backend, trace, scn.costs, console)
+    cpu = PowerCPU(ram)
+    vcpu = vm.create_vcpu(cpu)
+    # What QEMU hands SLOF in its device tree.
+    device_tree = {"memory": ram.size, "phb": m.phb_node,
+                   "boot_list": ["/pci@800000020000000/scsi@0", "cdrom", "net"]}
+    slof = Slof(cpu, device_tree, trace, scn.costs, timeout_ms=scn.virtio_timeout_ms,
+                max_prep_blocks=scn.max_prep_blocks)
+    vcpu.load_guest(slof.main())
+    result, hung = None, True
+    try:
+        async with trio.open_nursery() as nursery:
+            for ctx in (m.main_ctx, m.iothread_ctx):
+                if ctx is not None:
+                    ctx.nursery = nursery
+                    nursery.start_soon(ctx.run)
+            with trio.move_on_after(WATCHDOG_S):
+                result = await m.kvm_cpu_exec(vcpu)
+                hung = False
+            nursery.cancel_scope.cancel()
+    finally:
+        vcpu.close()
+    return m, result, hung, round(trio.current_time() * 1e9)
+
+
+def run(scn: Scenario, disk_override: str | None = None, echo=None) -> RunResult:
+    backend = open_disk(scn, disk_override)
+    trace = Trace()
+    try:
+        m, result, hung, end_ns = trio.run(_boot, scn, backend, trace, echo,
+                                           clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        backend.close()
+    return RunResult(scn, trace, m.console, result, m, end_ns, hung)

@@ -1,0 +1,135 @@
+"""Figures derived from a run's trace: what `slofsim run` prints.
+
+Nothing here is counted on the side: every figure is a count or sum over
+trace events, so each can be traced back to the events behind it.
+"""
+
+from collections import Counter
+
+from sim.abi import papr
+from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_QUEUE_NOTIFY
+from sim.diagnosis import diagnose  # noqa: F401  (re-exported for the CLI)
+
+
+def _bar0_ranges(result):
+    """CPU address ranges BAR 0 of the virtio device occupied, from pci_bar_map."""
+    io_base = result.machine.io_win_addr
+    spans = set()
+    for e in result.trace.named("pci_bar_map"):
+        f = e.fields
+        if f["bar"] == 0 and f["addr"] is not None and f["space"] == "io":
+            spans.add((io_base + f["addr"], f["size"]))
+    return sorted(spans)
+
+
+def hcall_pairs(trace):
+    """(guest hcall event, the hcall_done that answered it) in order."""
+    pending = None
+    for e in trace.events:
+        if e.name == "hcall" and e.actor == "guest":
+            pending = e
+        elif e.name == "hcall_done" and pending is not None:
+            yield pending, e
+            pending = None
+
+
+def register_accesses(result) -> list[dict]:
+    """Guest accesses to the virtio BAR, value as the guest meant it: LE
+    header registers un-swapped, guest-endian device config as read."""
+    spans = _bar0_ranges(result)
+    out = []
+    for call, done in hcall_pairs(result.trace):
+        nr = call.fields["nr"]
+        if nr not in (papr.H_LOGICAL_CI_LOAD, papr.H_LOGICAL_CI_STORE):
+            continue
+        size, addr = call.fields["r4"], call.fields["r5"]
+        base = next((b for b, n in spans if b <= addr < b + n), None)
+        if base is None or size not in (1, 2, 4, 8):
+            continue
+        off = addr - base
+        raw = call.fields["r6"] if nr == papr.H_LOGICAL_CI_STORE else done.fields["r4"]
+        raw &= (1 << (8 * size)) - 1
+        value = raw if off >= VIRTIO_PCI_CONFIG_OFF_NO_MSIX or size == 1 else \
+            int.from_bytes(raw.to_bytes(size, "big"), "little")
+        out.append({"bar": 0, "offset": off, "size": size,
+                    "rw": "W" if nr == papr.H_LOGICAL_CI_STORE else "R", "value": value})
+    return out
+
+
+def block_requests(trace) -> list[dict]:
+    completed = {e.fields["used_idx"] for e in trace.named("blk_complete")}
+    reqs = []
+    for e in trace.named("virtio_blk_submit"):
+        f = e.fields
+        reqs.append({"type": "write" if f["type"] & 1 else "read", "sector": f["sector"], "count": f["count"],
+                     "completed": f["avail_idx"] in completed})
+    return reqs
+
+
+def outcome(result) -> str:
+    if result.guest_result and result.guest_result.get("stage") == "kernel":
+        return "booted"
+    if result.hung or result.trace.named("virtio_timeout"):
+        return "stalled"
+    return "failed"
+
+
+def summary(result) -> dict:
+    trace = result.trace
+    exits = [e for e in trace.named("exit")]
+    exits_by_hcall = Counter(papr.hcall_name(e.fields["nr"]) for e in exits)
+    in_kernel = [e for e in trace.named("hcall_done") if e.fields["in_kernel"]]
+    spans = _bar0_ranges(result)
+    notify_addrs = {b + VIRTIO_PCI_QUEUE_NOTIFY for b, _ in spans}
+    notifies = [(c, d) for c, d in hcall_pairs(trace)
+                if c.fields["nr"] == papr.H_LOGICAL_CI_STORE and c.fields["r5"] in notify_addrs]
+    completed = trace.named("blk_complete")
+    reads = {e.fields["used_idx"]: e for e in completed}
+    bytes_loaded = sum(r["count"] * 512 for r in block_requests(trace) if r["completed"] and r["type"] == "read")
+    caps = [e.fields["ret"] for e in trace.named("enable_cap")]
+    reqs = block_requests(trace)
+    first_stalled = next((i for i, r in enumerate(reqs) if not r["completed"]), None)
+    return {
+        "scenario": result.scenario.name,
+        "outcome": outcome(result),
+        "sim_time_us": result.end_ns // 1000,
+        "hcalls_in_kernel": len(in_kernel),
+        "hcall_exits": len(exits),
+        "exits_by_hcall": dict(sorted(exits_by_hcall.items())),
+        "ioeventfd_signals": len(trace.named("ioeventfd_signal")),
+        "notifies": len(notifies),
+        "notifies_in_kernel": sum(1 for _, d in notifies if d.fields["in_kernel"]),
+        "notify_exits": sum(1 for _, d in notifies if not d.fields["in_kernel"]),
+        "enable_cap": ",".join(caps) if caps else "not called",
+        "requests_submitted": len(reqs),
+        "requests_completed": len(reads),
+        "timeouts": len(trace.named("virtio_timeout")),
+        "first_stalled_request": first_stalled,
+        "bytes_loaded": bytes_loaded,
+    }
+
+
+def to_json(result) -> dict:
+    out = summary(result)
+    out["block_requests"] = [{k: r[k] for k in ("type", "sector", "count")} for r in block_requests(result.trace)]
+    out["register_accesses"] = register_accesses(result)
+    out["console"] = result.console.text()
+    out["diagnosis"] = diagnose(result)
+    return out
+
+
+def format_summary(s: dict) -> str:
+    exits = ", ".join(f"{n} {k}" for k, n in s["exits_by_hcall"].items()) or "none"
+    lines = [
+        f"outcome:             {s['outcome']}",
+        f"simulated time:      {s['sim_time_us'] / 1e6:.6f} s",
+        f"hcalls in kernel:    {s['hcalls_in_kernel']}",
+        f"exits to userspace:  {s['hcall_exits']} ({exits})",
+        f"QUEUE_NOTIFY:        {s['notifies']} ({s['notifies_in_kernel']} in kernel, {s['notify_exits']} via QEMU)",
+        f"ioeventfd signals:   {s['ioeventfd_signals']}",
+        f"ENABLE_CAP(104):     {s['enable_cap']}",
+        f"block requests:      {s['requests_completed']} of {s['requests_submitted']} completed"
+        + (f", {s['timeouts']} timed out" if s["timeouts"] else ""),
+        f"bytes loaded:        {s['bytes_loaded']}",
+    ]
+    return "\n".join(lines)
