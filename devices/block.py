@@ -3,7 +3,7 @@
 Read-only unless the scenario allows writes. Writes then go to an
 in-memory copy-on-write overlay, or, with persist, to the file, where they
 are durable only after a flush (like a host page cache before fsync).
-An .xz image is unpacked into memory and is always read-only.
+An .xz image is unpacked into memory; its writes stay in the overlay.
 """
 
 import lzma
@@ -29,7 +29,7 @@ class BlockBackend:
             if path.endswith(".xz"):
                 with lzma.open(path) as f:
                     self._data = memoryview(f.read())
-                self.writable = self.persist = False
+                self.persist = False
                 size = len(self._data)
             else:
                 self._fd = os.open(path, os.O_RDWR if self.persist else os.O_RDONLY)

@@ -1,0 +1,88 @@
+"""The command line: exit codes, JSON, and one-line user errors."""
+
+import json
+import os
+
+import pytest
+
+from sim.cli import main
+from tests.conftest import SCENARIOS
+
+
+def test_run_json_fields_and_exit_codes(capsys):
+    assert main(["run", os.path.join(SCENARIOS, "dataplane-fixed.toml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("outcome", "sim_time_us", "hcalls_in_kernel", "hcall_exits", "ioeventfd_signals",
+                "requests_completed", "bytes_loaded", "block_requests", "register_accesses", "console",
+                "diagnosis"):
+        assert key in out
+    assert out["outcome"] == "booted"
+    assert out["block_requests"][0] == {"type": "read", "sector": 64, "count": 4}
+    assert out["register_accesses"][0] == {"bar": 0, "offset": 18, "size": 1, "rw": "W", "value": 0}
+    assert main(["run", "dataplane-stall", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["outcome"] == "stalled"
+
+
+def test_run_prints_console_summary_and_why(capsys):
+    assert main(["run", "dataplane-stall"]) == 1
+    out = capsys.readouterr().out
+    assert "E3404: Not a bootable device!" in out
+    assert "outcome:             stalled" in out
+    assert "kick dropped" in out
+
+
+def test_check_passes_on_shipped_scenarios(capsys):
+    assert main(["check", SCENARIOS]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" ok") >= 9 and "MISMATCH" not in out
+
+
+def test_check_fails_on_a_wrong_expectation(tmp_path, capsys):
+    text = open(os.path.join(SCENARIOS, "dataplane-stall.toml")).read().replace(
+        'outcome = "stalled"', 'outcome = "booted"')
+    (tmp_path / "wrong.toml").write_text(text)
+    assert main(["check", str(tmp_path)]) == 1
+    assert "MISMATCH: outcome='stalled' (expected 'booted')" in capsys.readouterr().out
+
+
+def test_demo_explains_both(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "dataplane-stall" in out and "dataplane-fixed" in out and "In plain words" in out
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[kernel]\nversion = 4.1\n", "[kernel] version: expected a string"),
+    ("[kernel]\nflavour = \"HV\"\n", "[kernel] unknown key 'flavour'"),
+    ("bogus = 1\n", "unknown key 'bogus'"),
+    ("[kernel]\nkvm = \"BookE\"\n", "[kernel] kvm: expected \"HV\" or \"PR\""),
+    ("[qemu]\nversion = \"two\"\n", "[qemu] version: expected a version"),
+    ("[qemu]\nversion = \"2.3\"\nenable_logical_ci_hcalls = true\n", "predates kvmppc_enable_logical_ci_hcalls"),
+    ("[device]\niothread = true\nioeventfd = false\n", "[device] iothread: an iothread needs ioeventfd"),
+    ("[disk]\nimage = \"missing.img\"\n", "missing.img: cannot open disk image"),
+    ("[disk]\npersist = true\n", "[disk] persist: needs writable = true"),
+    ("[expect]\noutcome = \"maybe\"\n", "[expect] outcome: expected one of"),
+    ("[costs]\nhcall_in_kernel = -1\n", "[costs] hcall_in_kernel: expected a non-negative"),
+    ("[kernel\n", "not valid TOML"),
+])
+def test_bad_scenarios_give_one_line_errors(scenario_file, capsys, text, fragment):
+    path = scenario_file(text)
+    assert main(["run", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err and "Traceback" not in err
+    if "missing.img" not in fragment:
+        assert path in err
+
+
+def test_truncated_disk_image_is_a_user_error(tmp_path, capsys):
+    img = tmp_path / "short.img"
+    img.write_bytes(b"\0" * 100)
+    assert main(["run", "dataplane-fixed", "--disk", str(img)]) == 2
+    assert "expected a non-zero multiple of 512" in capsys.readouterr().err
+
+
+def test_bad_usage_is_exit_2(capsys):
+    assert main(["frobnicate"]) == 2
+    assert main(["run"]) == 2
+    assert main(["run", "no-such-scenario"]) == 2
+    assert "no such scenario" in capsys.readouterr().err
