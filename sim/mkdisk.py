@@ -1,0 +1,199 @@
+"""A bootable raw disk built in memory: MBR, one PReP partition, a tiny ELF.
+
+It reproduces the shape of the reference disk (README of real-slof) so that
+SLOF's disk-label `load` takes the DOS/MBR PReP route: partition type 0x41
+with the boot flag 0x80, the partition read whole to load-base, an ELF64
+big-endian image entered through its ELFv1 function descriptor. The code in
+the image is real PowerPC64 machine code, so the guest prints its own marker
+with H_PUT_TERM_CHAR instead of the simulator pretending it did.
+"""
+
+import struct
+
+from sim.abi import elf as E
+from sim.abi import mbr as M
+
+PAYLOAD_MARKER = "KERNEL-ENTRY-OK"
+_CHUNKS = (b"\r\n", PAYLOAD_MARKER.encode(), b"\r\n")  # one H_PUT_TERM_CHAR each (<= 16 bytes)
+
+H_PUT_TERM_CHAR = 0x58          # PAPR hcall number
+VTY_REG = 0                     # QEMU spapr_vty's vty_lookup(): reg 0 means the default vty (early-debug hack)
+SEG_OFFSET = 0x1000             # file offset of the PT_LOAD segment, as in the reference prog.elf
+SEG_ALIGN = 0x1000              # keeps p_vaddr == p_offset (mod p_align), as the ELF spec asks
+CODE_OFFSET = 0x20              # code follows the 24-byte descriptor, 32-byte aligned
+BASE_REG = 31                   # PAPR: hcalls preserve r14-r31; r4-r12 are volatile
+_CHS_LBA = b"\xfe\xff\xff"      # "use LBA" CHS placeholder, as the reference MBR has
+_MIB = 1 << 20
+
+
+# --- Power ISA instruction encoders (Book I, big-endian words) -------------
+
+def _d_form(op: int, rt: int, ra: int, imm: int) -> int:
+    """D-form: OPCD | RT/RS | RA | D/SI/UI (16 bits)."""
+    assert 0 <= rt < 32 and 0 <= ra < 32 and -0x8000 <= imm <= 0xFFFF
+    return (op << 26) | (rt << 21) | (ra << 16) | (imm & 0xFFFF)
+
+
+def _addi(rt: int, ra: int, si: int) -> int:
+    """addi RT,RA,SI (opcode 14); RA=0 means the literal 0, so `li` is addi rt,0,si."""
+    assert -0x8000 <= si < 0x8000
+    return _d_form(14, rt, ra, si)
+
+
+def _li(rt: int, si: int) -> int:
+    return _addi(rt, 0, si)
+
+
+def _addis(rt: int, ra: int, si: int) -> int:
+    """addis RT,RA,SI (opcode 15); `lis` is addis rt,0,si. The result is sign-extended."""
+    assert -0x8000 <= si < 0x10000
+    return _d_form(15, rt, ra, si)
+
+
+def _lis(rt: int, si: int) -> int:
+    return _addis(rt, 0, si)
+
+
+def _ori(ra: int, rs: int, ui: int) -> int:
+    """ori RA,RS,UI (opcode 24): the RS field comes first in the word."""
+    assert 0 <= ui <= 0xFFFF
+    return _d_form(24, rs, ra, ui)
+
+
+def _ld(rt: int, ds: int, ra: int) -> int:
+    """ld RT,DS(RA) (DS-form, opcode 58, XO=0): the offset must be a multiple of 4."""
+    assert ds % 4 == 0 and -0x8000 <= ds < 0x8000
+    return _d_form(58, rt, ra, ds)  # low two bits (XO) stay 0
+
+
+def _sc1() -> int:
+    """sc LEV=1 (opcode 17, bit 30 set): a hypervisor call (PAPR hcall)."""
+    return (17 << 26) | (1 << 5) | 2
+
+
+def _b(offset: int) -> int:
+    """b target (I-form, opcode 18, AA=0 LK=0), offset relative to this instruction."""
+    assert offset % 4 == 0 and -(1 << 25) <= offset < (1 << 25)
+    return (18 << 26) | (offset & 0x03FFFFFC)
+
+
+# --- the ELF payload --------------------------------------------------------
+
+def _code(table: int) -> list[int]:
+    """Print each chunk with H_PUT_TERM_CHAR, then spin.
+
+    H_PUT_TERM_CHAR (PAPR): r3 = 0x58, r4 = vty reg, r5 = length (<= 16),
+    r6/r7 = the bytes, first one in the most significant byte of r6. r3-r12
+    are volatile across the hcall, so r3/r4 are reloaded each time and the
+    table base lives in r31.
+    """
+    words = [_lis(BASE_REG, table >> 16), _ori(BASE_REG, BASE_REG, table & 0xFFFF)]
+    for i in range(len(_CHUNKS)):
+        entry = 24 * i
+        words += [
+            _li(3, H_PUT_TERM_CHAR),
+            _li(4, VTY_REG),
+            _ld(5, entry, BASE_REG),
+            _ld(6, entry + 8, BASE_REG),
+            _ld(7, entry + 16, BASE_REG),
+            _sc1(),
+        ]
+    words.append(_b(0))  # b . : the idle spin the simulator recognises as "kernel reached"
+    return words
+
+
+def build_payload(load_addr: int = 0x400000) -> bytes:
+    """A big-endian ELF64 (ET_EXEC, EM_PPC64, ELFv1) with one PT_LOAD at load_addr.
+
+    The segment holds the function descriptor e_entry points to, the code
+    the descriptor points to, and the chunk table the code reads.
+    """
+    if not isinstance(load_addr, int) or isinstance(load_addr, bool):
+        raise ValueError(f"load_addr must be an integer, not {load_addr!r}")
+    if load_addr <= 0 or load_addr % SEG_ALIGN:
+        raise ValueError(f"load_addr 0x{load_addr:x} must be positive and a multiple of 0x{SEG_ALIGN:x}")
+    n_code = len(_code(0))
+    table_off = (CODE_OFFSET + 4 * n_code + 7) & ~7
+    seg_size = table_off + 24 * len(_CHUNKS)
+    # lis sign-extends bit 31, so lis/ori only reach addresses below 2 GiB.
+    if load_addr + seg_size > 0x8000_0000:
+        raise ValueError(f"load_addr 0x{load_addr:x}: the segment must end below 0x80000000 (lis/ori addressing)")
+
+    ehdr_t, phdr_t, desc_t = E.elf64(True)
+    seg = bytearray(seg_size)
+    seg[0:desc_t.sizeof()] = desc_t.build(dict(entry=load_addr + CODE_OFFSET, toc=0, env=0))
+    seg[CODE_OFFSET:CODE_OFFSET + 4 * n_code] = b"".join(
+        struct.pack(">I", w) for w in _code(load_addr + table_off))
+    for i, chunk in enumerate(_CHUNKS):
+        assert len(chunk) <= 16
+        o = table_off + 24 * i
+        seg[o:o + 24] = struct.pack(">Q", len(chunk)) + chunk.ljust(16, b"\0")
+
+    ehdr = ehdr_t.build(dict(
+        e_ident=dict(magic=E.ELFMAG, ei_class=E.ELFCLASS64, ei_data=E.ELFDATA2MSB,
+                     ei_version=E.EV_CURRENT, ei_osabi=0, ei_abiversion=0, pad=bytes(7)),
+        e_type=E.ET_EXEC, e_machine=E.EM_PPC64, e_version=E.EV_CURRENT,
+        e_entry=load_addr, e_phoff=ehdr_t.sizeof(), e_shoff=0,
+        e_flags=1,  # EF_PPC64_ABI 1: ELFv1 (function descriptors)
+        e_ehsize=ehdr_t.sizeof(), e_phentsize=phdr_t.sizeof(), e_phnum=1,
+        e_shentsize=0, e_shnum=0, e_shstrndx=0,
+    ))
+    phdr = phdr_t.build(dict(
+        p_type=E.PT_LOAD, p_flags=7, p_offset=SEG_OFFSET, p_vaddr=load_addr, p_paddr=load_addr,
+        p_filesz=seg_size, p_memsz=seg_size, p_align=SEG_ALIGN,
+    ))
+    # Zeros after the one phdr: SLOF's loop runs to i <= e_phnum and sees p_type 0 there.
+    return (ehdr + phdr).ljust(SEG_OFFSET, b"\0") + bytes(seg)
+
+
+# --- the disk ---------------------------------------------------------------
+
+def _check_int(name: str, value, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} = {value} is out of range [{lo}, {hi}]")
+    return value
+
+
+def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int = 2048,
+               active: bool = True, part_type: int = M.PART_TYPE_PREP, disk_id: int = 0x5EA5C0DE,
+               payload: bytes | None = None) -> bytearray:
+    """A raw image: MBR with one primary partition, the payload at its first sector.
+
+    With the defaults, sector 0 is byte-identical to the reference disk's.
+    SLOF only boots it when the entry has type 0x41 and flag 0x80, so
+    `active=False` or another `part_type` make the failure paths.
+    """
+    _check_int("size_mib", size_mib, 1, 1 << 20)
+    _check_int("part_start", part_start, 1, 0xFFFF_FFFF)      # sector 0 is the MBR
+    _check_int("part_sectors", part_sectors, 1, 0xFFFF_FFFF)
+    _check_int("part_type", part_type, 0, 0xFF)
+    _check_int("disk_id", disk_id, 0, 0xFFFF_FFFF)
+    disk_sectors = size_mib * _MIB // M.SECTOR
+    if part_start + part_sectors > disk_sectors:
+        raise ValueError(f"partition (sectors {part_start}..{part_start + part_sectors - 1}) "
+                         f"does not fit in a {size_mib} MiB disk ({disk_sectors} sectors)")
+    if payload is None:
+        payload = build_payload()
+    if len(payload) > part_sectors * M.SECTOR:
+        raise ValueError(f"payload ({len(payload)} bytes) does not fit in the partition "
+                         f"({part_sectors} sectors = {part_sectors * M.SECTOR} bytes)")
+
+    entry = dict(boot_indicator=M.BOOT_ACTIVE if active else 0, chs_start=_CHS_LBA, type=part_type,
+                 chs_end=_CHS_LBA, lba_start=part_start, sectors=part_sectors)
+    empty = dict(boot_indicator=0, chs_start=bytes(3), type=0, chs_end=bytes(3), lba_start=0, sectors=0)
+    img = bytearray(disk_sectors * M.SECTOR)
+    img[0:M.SECTOR] = M.mbr.build(dict(bootcode=bytes(440), disk_id=disk_id, reserved=bytes(2),
+                                       partitions=[entry, empty, empty, empty],
+                                       signature=M.MBR_SIGNATURE))
+    off = part_start * M.SECTOR
+    img[off:off + len(payload)] = payload
+    return img
+
+
+def write_disk(path, **kwargs) -> None:
+    """build_disk(**kwargs) written to path (created or truncated)."""
+    img = build_disk(**kwargs)
+    with open(path, "wb") as f:
+        f.write(img)
