@@ -23,6 +23,10 @@ class VirtIODevice:
         self.broken = False
         self.device_big_endian = True  # virtio_default_endian(): target order, BE for ppc64
         self.transport = None  # set by the transport when plugged
+        # Later QEMU (4.2, "virtio: notify virtqueue via host notifier when
+        # available"): a kick that reaches virtio_queue_notify while a host
+        # notifier is assigned is forwarded to that eventfd.
+        self.forward_kick_to_host_notifier = False
 
     def add_queue(self, num: int, handle_output) -> VirtQueue:
         vq = VirtQueue(len(self.vqs), num, self.ram)
@@ -53,9 +57,17 @@ class VirtIODevice:
             vq.reset()
 
     def queue_notify(self, n: int, actor: str) -> None:
-        """virtio_queue_notify (2015): call the queue's handle_output."""
-        if n < len(self.vqs) and self.vqs[n].ready():
-            self.vqs[n].handle_output(self.vqs[n], actor)
+        """virtio_queue_notify: 2015 calls the queue's handle_output; later
+        QEMU sets the host notifier instead when one is assigned."""
+        if n >= len(self.vqs) or not self.vqs[n].ready():
+            return
+        vq = self.vqs[n]
+        if self.forward_kick_to_host_notifier and vq.host_notifier is not None:
+            self.trace.emit(actor, "eventfd_set", eventfd=vq.host_notifier.label,
+                            why="virtio_queue_notify: host notifier enabled")
+            vq.host_notifier.signal()
+            return
+        vq.handle_output(vq, actor)
 
     def virtio_error(self, reason: str, actor: str) -> None:
         """virtio_error: the device is broken until reset."""

@@ -153,7 +153,8 @@ class VirtIOPCIProxy(PCIDevice):
         """virtio_pci_set_host_notifier_internal."""
         vq = self.vdev.vqs[n]
         if assign:
-            vq.host_notifier = self.qemu.event_notifier_init(f"{self.vdev.name} vq{n} host notifier")
+            owner = "main loop" if set_handler else "dataplane"
+            vq.host_notifier = self.qemu.event_notifier_init(f"{self.vdev.name} vq{n} host notifier ({owner})")
             if set_handler:  # main loop: virtio_queue_host_notifier_read
                 self.qemu.main_ctx.set_event_notifier(vq.host_notifier, lambda _vq=vq: self._host_notifier_read(_vq))
             self.bar.add_eventfd(VIRTIO_PCI_QUEUE_NOTIFY, 2, True, n, vq.host_notifier)

@@ -27,7 +27,8 @@ SCHEMA = {
     "": {"description": str, "kernel": dict, "qemu": dict, "machine": dict, "device": dict,
          "disk": dict, "firmware": dict, "costs": dict, "expect": dict},
     "kernel": {"version": str, "kvm": str, "host_endian": str, "logical_ci_handlers": bool},
-    "qemu": {"version": str, "enable_logical_ci_hcalls": bool},
+    "qemu": {"version": str, "enable_logical_ci_hcalls": bool, "forward_userspace_kick": bool,
+             "emulate_ioeventfd": bool},
     "machine": {"ram_mib": int},
     "device": {"iothread": bool, "ioeventfd": bool, "queue_size": int},
     "disk": {"image": str, "writable": bool, "persist": bool, "part_sectors": int, "part_start": int,
@@ -50,6 +51,8 @@ class Scenario:
     logical_ci_handlers: bool | None = None
     qemu_version: tuple[int, int] = (2, 3)
     enable_logical_ci: bool = False
+    forward_userspace_kick: bool = False
+    emulate_ioeventfd: bool = False
     iothread: bool = False
     ioeventfd: bool = True
     queue_size: int = 128
@@ -121,6 +124,10 @@ def load(path: str) -> Scenario:
     if s.enable_logical_ci and s.qemu_version < (2, 4):
         raise ScenarioError(f"{path}: [qemu] enable_logical_ci_hcalls: QEMU {q['version']} predates "
                             "kvmppc_enable_logical_ci_hcalls (2.4); expected false or version >= 2.4")
+    # "virtio: notify virtqueue via host notifier when available" (4.2) and
+    # "memory: emulate ioeventfd" (2.5, 8c56c1a); overridable to show each alone.
+    s.forward_userspace_kick = q.get("forward_userspace_kick", s.qemu_version >= (4, 2))
+    s.emulate_ioeventfd = q.get("emulate_ioeventfd", s.qemu_version >= (2, 5))
     s.iothread = d.get("iothread", False)
     s.ioeventfd = d.get("ioeventfd", True)
     if s.iothread and not s.ioeventfd:

@@ -141,7 +141,11 @@ class AddressSpace:
         if r.mr.ram is not None:
             r.mr.ram.write(r.mr.ram_offset + off, value.to_bytes(size, "big"))
             return r
-        _dispatch_write(r.mr, off, _adjust_endianness(r.mr, value, size), size)
+        value = _adjust_endianness(r.mr, value, size)
+        if r.mr.ioeventfds and r.mr.core is not None and r.mr.core.emulate_ioeventfd \
+                and _dispatch_write_eventfds(r.mr, off, value, size):
+            return r
+        _dispatch_write(r.mr, off, value, size)
         return r
 
 
@@ -160,6 +164,23 @@ def _flatten(mr: MemoryRegion, base: int, clip_lo: int, clip_hi: int, out: list)
         lo, hi = max(clip_lo, off), min(clip_hi, off + sub.size)
         if hi > lo:
             _flatten(sub, base + off, lo - off, hi - off, out)
+
+
+def _dispatch_write_eventfds(mr: MemoryRegion, off: int, value: int, size: int) -> bool:
+    """memory_region_dispatch_write_eventfds (QEMU 2.5, 8c56c1a): a write
+    matching an ioeventfd signals it -- but only when
+    !kvm_eventfds_enabled(), i.e. under TCG or qtest, never under KVM."""
+    for addr, fsize, match, data, e in mr.ioeventfds:
+        if addr == off and fsize == size and (not match or data == value):
+            core = mr.core
+            if core.kvm_eventfds_enabled:
+                core.trace.emit("qemu-vcpu", "ioeventfd_emulation_skipped", eventfd=e.label,
+                                why="kvm_eventfds_enabled(): the write goes to the device")
+                return False
+            e.signal()
+            core.trace.emit("qemu-vcpu", "eventfd_set", eventfd=e.label, why="memory: emulate ioeventfd")
+            return True
+    return False
 
 
 def _dispatch_read(mr: MemoryRegion, off: int, size: int) -> int:
@@ -190,8 +211,11 @@ def _dispatch_write(mr: MemoryRegion, off: int, value: int, size: int) -> None:
 class MemoryCore:
     """memory_region_transaction_commit: rebuild every address space."""
 
-    def __init__(self):
+    def __init__(self, trace=None, *, emulate_ioeventfd=False, kvm_eventfds_enabled=True):
         self.address_spaces: list[AddressSpace] = []
+        self.trace = trace
+        self.emulate_ioeventfd = emulate_ioeventfd
+        self.kvm_eventfds_enabled = kvm_eventfds_enabled
 
     def adopt(self, mr: MemoryRegion) -> None:
         stack = [mr]

@@ -63,7 +63,8 @@ class SpaprMachine:
         self.fds = vm.fds
         self.hcalls = SpaprHcalls(self)
         # Memory: RAM at 0, the PHB's windows as aliases of its bus spaces.
-        self.core = MemoryCore()
+        # Under KVM kvm_eventfds_allowed is true, so 2.5's ioeventfd emulation never fires.
+        self.core = MemoryCore(trace, emulate_ioeventfd=cfg.emulate_ioeventfd, kvm_eventfds_enabled=True)
         system = MemoryRegion("system", 1 << 64)
         system.add_subregion(0, MemoryRegion("ppc_spapr.ram", ram.size, ram=ram))
         win = phb_windows(cfg.qemu_version)
@@ -88,6 +89,7 @@ class SpaprMachine:
         self.blk = VirtIOBlock(backend, ram, trace, costs, qemu_version=cfg.qemu_version,
                                queue_size=cfg.queue_size)
         self.blk.main_ctx = self.main_ctx
+        self.blk.forward_kick_to_host_notifier = cfg.forward_userspace_kick
         self.proxy = VirtIOPCIProxy(self.blk, PCI_DEVICE_ID_VIRTIO_BLOCK, ioeventfd=cfg.ioeventfd, qemu=self)
         self.bus.plug(0, self.proxy)
         if self.iothread_ctx is not None:
