@@ -57,6 +57,8 @@ def cmd_run(args) -> int:
     echo = None if args.json else (lambda b: (sys.stdout.write(b.decode("latin-1").replace("\r", "")),
                                                sys.stdout.flush()))
     result = _run_one(path, args.disk, echo)
+    if args.trace:
+        write_trace(result, args.trace)
     if args.json:
         print(json.dumps(report.to_json(result), indent=1))
     else:
@@ -66,6 +68,48 @@ def cmd_run(args) -> int:
         print("\nwhy (from the trace):")
         print(format_diagnosis(report.diagnose(result)))
     return EXIT_OK if report.outcome(result) == "booted" else EXIT_BOOT_FAILED
+
+
+def write_trace(result, path: str) -> None:
+    from sim import perfetto
+    from sim.diagnosis import notify_addrs
+    try:
+        with open(path, "w") as f:
+            json.dump(perfetto.build(result, notify_addrs(result)), f)
+    except OSError as exc:
+        raise ScenarioError(f"{path}: --trace: cannot write: {exc.strerror}") from None
+
+
+def cmd_explain(args) -> int:
+    result = _run_one(scenario_path(args.scenario), args.disk)
+    s = report.summary(result)
+    which = "the first request that did not complete" if s["first_stalled_request"] is not None \
+        else "a typical request"
+    print(f"{result.scenario.name}: {s['outcome']}. The causal chain of {which}:")
+    print(format_diagnosis(report.diagnose(result)))
+    return EXIT_OK
+
+
+COMPARE_ROWS = ("outcome", "sim_time_us", "hcalls_in_kernel", "hcall_exits", "notifies_in_kernel",
+                "notify_exits", "ioeventfd_signals", "enable_cap", "requests_submitted", "requests_completed",
+                "timeouts", "bytes_loaded")
+
+
+def cmd_compare(args) -> int:
+    from sim import machine
+    runs = [machine.run(load(scenario_path(n))) for n in (args.a, args.b)]
+    sums = [report.summary(r) for r in runs]
+    keys = list(COMPARE_ROWS) + sorted({f"exits {k}" for s in sums for k in s["exits_by_hcall"]})
+    w = max(len(k) for k in keys)
+    print(f"{'':<{w}}  {sums[0]['scenario']:>24}  {sums[1]['scenario']:>24}")
+    for k in keys:
+        vals = [s["exits_by_hcall"].get(k[6:], 0) if k.startswith("exits ") else s[k] for s in sums]
+        print(f"{k:<{w}}  {str(vals[0]):>24}  {str(vals[1]):>24}")
+    if args.plot:
+        from sim.plot import plot_lanes
+        plot_lanes(runs, args.plot)
+        print(f"wrote {args.plot}")
+    return EXIT_OK
 
 
 def check(paths: list[str]) -> tuple[list[tuple], bool]:
@@ -135,6 +179,14 @@ def main(argv=None) -> int:
     r.add_argument("scenario")
     r.add_argument("--disk", help="raw disk image to boot instead of the scenario's")
     r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.add_argument("--trace", metavar="FILE", help="write Chrome/Perfetto trace-event JSON")
+    e = sub.add_parser("explain", help="the causal chain of one request, from the trace")
+    e.add_argument("scenario")
+    e.add_argument("--disk")
+    cp = sub.add_parser("compare", help="two scenarios' figures side by side")
+    cp.add_argument("a")
+    cp.add_argument("b")
+    cp.add_argument("--plot", metavar="FILE.svg|FILE.png", help="draw both runs' lanes (needs matplotlib)")
     c = sub.add_parser("check", help="run every scenario against its [expect]")
     c.add_argument("dir", nargs="?")
     sub.add_parser("demo", help="the stall and the fix side by side")
@@ -146,7 +198,8 @@ def main(argv=None) -> int:
     m.add_argument("--no-active", action="store_true", help="clear the PReP partition's boot flag")
     try:
         args = p.parse_args(argv)
-        return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "mkdisk": cmd_mkdisk}[args.cmd](args)
+        return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "mkdisk": cmd_mkdisk,
+                "explain": cmd_explain, "compare": cmd_compare}[args.cmd](args)
     except ScenarioError as exc:
         print(f"slofsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

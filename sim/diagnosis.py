@@ -13,7 +13,7 @@ def _step(e, layer: str, func: str, text: str) -> dict:
     return {"t_us": e.t_ns / 1000, "layer": layer, "function": func, "text": text}
 
 
-def _notify_addrs(result) -> set[int]:
+def notify_addrs(result) -> set[int]:
     io = result.machine.io_win_addr
     return {io + e.fields["addr"] + VIRTIO_PCI_QUEUE_NOTIFY for e in result.trace.named("pci_bar_map")
             if e.fields["bar"] == 0 and e.fields["addr"] is not None}
@@ -36,13 +36,13 @@ def diagnose(result) -> list[dict]:
         return []
     sub = ev[start]
     want = sub.fields["avail_idx"]
-    notify_addrs = _notify_addrs(result)
+    addrs = notify_addrs(result)
     steps = [_step(sub, "SLOF", "virtioblk_transfer",
                    f"request #{want - 1}: read sector {sub.fields['sector']} x{sub.fields['count']}, "
                    f"avail->idx := {want}")]
     i = start + 1
     while i < len(ev) and not (ev[i].name == "hcall" and ev[i].fields["nr"] == papr.H_LOGICAL_CI_STORE
-                               and ev[i].fields["r5"] in notify_addrs):
+                               and ev[i].fields["r5"] in addrs):
         i += 1
     if i == len(ev):
         return steps

@@ -7,8 +7,8 @@ trace events, so each can be traced back to the events behind it.
 from collections import Counter
 
 from sim.abi import papr
-from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_QUEUE_NOTIFY
-from sim.diagnosis import diagnose  # noqa: F401  (re-exported for the CLI)
+from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX
+from sim.diagnosis import diagnose, notify_addrs  # noqa: F401  (diagnose is re-exported)
 
 
 def _bar0_ranges(result):
@@ -79,10 +79,9 @@ def summary(result) -> dict:
     exits = [e for e in trace.named("exit")]
     exits_by_hcall = Counter(papr.hcall_name(e.fields["nr"]) for e in exits)
     in_kernel = [e for e in trace.named("hcall_done") if e.fields["in_kernel"]]
-    spans = _bar0_ranges(result)
-    notify_addrs = {b + VIRTIO_PCI_QUEUE_NOTIFY for b, _ in spans}
+    addrs = notify_addrs(result)
     notifies = [(c, d) for c, d in hcall_pairs(trace)
-                if c.fields["nr"] == papr.H_LOGICAL_CI_STORE and c.fields["r5"] in notify_addrs]
+                if c.fields["nr"] == papr.H_LOGICAL_CI_STORE and c.fields["r5"] in addrs]
     completed = trace.named("blk_complete")
     reads = {e.fields["used_idx"]: e for e in completed}
     bytes_loaded = sum(r["count"] * 512 for r in block_requests(trace) if r["completed"] and r["type"] == "read")
