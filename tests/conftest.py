@@ -5,7 +5,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIOS = os.path.join(ROOT, "scenarios")
 REAL_SLOF = os.path.join(ROOT, "tests", "data", "real-slof")
-SHARED_DISK = os.path.join(ROOT, "..", "shared", "reference", "real-slof", "disk.img.xz")
+REFERENCE_DISK = os.path.join(REAL_SLOF, "disk.img.xz")
 
 
 @pytest.fixture

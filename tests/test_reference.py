@@ -7,7 +7,7 @@ import pytest
 
 from sim import machine, report
 from sim.scenario import load
-from tests.conftest import REAL_SLOF, SHARED_DISK
+from tests.conftest import REAL_SLOF, REFERENCE_DISK
 
 QEMU72 = """
 [kernel]
@@ -43,8 +43,8 @@ def _boot(scenario_file, image="mkdisk", iothread=False):
 
 def _disks():
     yield "mkdisk"
-    if os.path.exists(SHARED_DISK):
-        yield SHARED_DISK
+    if os.path.exists(REFERENCE_DISK):
+        yield REFERENCE_DISK
 
 
 @pytest.mark.parametrize("image", list(_disks()))
@@ -73,9 +73,9 @@ def test_with_iothread_the_device_sees_what_real_qemu_saw(scenario_file):
     assert seen == want
 
 
-@pytest.mark.skipif(not os.path.exists(SHARED_DISK), reason="the shared reference disk is not here")
+@pytest.mark.skipif(not os.path.exists(REFERENCE_DISK), reason="the reference disk is not here")
 def test_reference_disk_boots_in_the_fix_and_stalls_in_the_bug():
     from tests.conftest import SCENARIOS
     for name, want in (("dataplane-fixed", "booted"), ("dataplane-stall", "stalled")):
-        r = machine.run(load(os.path.join(SCENARIOS, name + ".toml")), disk_override=SHARED_DISK)
+        r = machine.run(load(os.path.join(SCENARIOS, name + ".toml")), disk_override=REFERENCE_DISK)
         assert report.outcome(r) == want
