@@ -57,7 +57,7 @@ def diagnose(result) -> list[dict]:
         e, f = ev[j], ev[j].fields
         if e.name == "hcall_gate":
             caps = [x.fields["ret"] for x in ev[:i] if x.name == "enable_cap" and x.fields["hcall"] == call.fields["nr"]]
-            why = f"KVM_ENABLE_CAP(104, 0x40) returned {caps[-1]}" if caps else "QEMU never called KVM_ENABLE_CAP(104)"
+            why = f"KVM_ENABLE_CAP(104, 0x{call.fields['nr']:x}) returned {caps[-1]}" if caps else "QEMU never called KVM_ENABLE_CAP(104)"
             steps.append(_step(e, "KVM", "kvmppc_pseries_do_hcall" if result.scenario.kvm == "HV" else "kvmppc_h_pr",
                                f"enabled_hcalls bit {f['bit']} {'set' if f['enabled'] else 'clear'} ({why})"))
         elif e.name == "io_bus_write":
@@ -80,6 +80,11 @@ def diagnose(result) -> list[dict]:
             else:
                 text = "dataplane already started: returns without touching the queue -> kick dropped"
             steps.append(_step(e, "QEMU", "virtio_blk_handle_output", text))
+        elif e.name == "eventfd_set":
+            steps.append(_step(e, "QEMU", "event_notifier_set", f"{f['why']}: sets {f['eventfd']!r}"))
+        elif e.name == "ioeventfd_emulation_skipped":
+            steps.append(_step(e, "QEMU", "memory_region_dispatch_write_eventfds",
+                               f"ioeventfd emulation skipped for {f['eventfd']!r}: {f['why']}"))
         elif e.name == "dataplane_start":
             steps.append(_step(e, "QEMU", "virtio_blk_data_plane_start",
                                f"host notifier {f['host_notifier']!r} moved to {f['iothread']}"))
