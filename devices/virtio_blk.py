@@ -5,8 +5,7 @@ range past the end is IOERR. With a dataplane configured, a kick that
 reaches handle_output only starts the dataplane and returns.
 """
 
-import trio
-
+from sim import vtime
 from sim.abi.virtio import (
     BLK_TYPE_NAMES, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
     VIRTIO_BLK_T_BARRIER, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
@@ -143,7 +142,7 @@ class VirtIOBlock(VirtIODevice):
                 self.trace.emit("disk", "blk_range_error", sector=sector, bytes=data_len,
                                 capacity=self.backend.sectors)
             else:
-                await trio.sleep(costs.disk_request + costs.disk_per_sector * (data_len // SECTOR))
+                vtime.charge(costs.disk_request + costs.disk_per_sector * (data_len // SECTOR))
                 if rtype == VIRTIO_BLK_T_IN:
                     self._read(elem, sector, data_len)
                 elif not self.backend.writable:
@@ -153,7 +152,7 @@ class VirtIOBlock(VirtIODevice):
                 self.trace.emit("disk", "disk_io", type=BLK_TYPE_NAMES[rtype], sector=sector,
                                 bytes=data_len, status=status)
         elif rtype == VIRTIO_BLK_T_FLUSH:
-            await trio.sleep(costs.disk_request)
+            vtime.charge(costs.disk_request)
             self.backend.flush()
         elif rtype == VIRTIO_BLK_T_GET_ID:
             ident = self.serial[:VIRTIO_BLK_ID_BYTES].ljust(min(in_len - 1, VIRTIO_BLK_ID_BYTES), b"\0")

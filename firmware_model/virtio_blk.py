@@ -7,8 +7,7 @@ publishes it, writes QUEUE_NOTIFY through H_LOGICAL_CI_STORE and polls
 used->idx in RAM until it moves or VIRTIO_TIMEOUT (5000 ms) passes.
 """
 
-import trio
-
+from sim import vtime
 from sim.abi.virtio import (
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_T_BARRIER, VIRTIO_BLK_T_IN, VIRTIO_CONFIG_S_ACKNOWLEDGE,
     VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_PCI_CONFIG_OFF_NO_MSIX,
@@ -112,10 +111,9 @@ class VirtioBlk:
         deadline_ms = self.cpu.mftb() * 1000 // TIMEBASE_FREQ + self.timeout_ms
         deadline = (deadline_ms + 1) / 1000   # the loop breaks once time < now
         while ram.read(self.used + 2, 2) == last:
-            if trio.current_time() >= deadline:
+            if vtime.now() >= deadline:
                 return False
             event = ram.watch(self.used + 2, 2)
-            with trio.move_on_at(deadline):
-                await event.wait()
+            await vtime.wait_set(event, deadline)
             ram.unwatch(event)
         return True

@@ -10,7 +10,7 @@ resumes it after writing the result registers, as on real hardware.
 
 import types
 
-import trio
+from sim import vtime
 
 TIMEBASE_FREQ = 512_000_000  # SPAPR_TIMEBASE_FREQ; POWER8/9 timebase is 512 MHz
 
@@ -51,12 +51,13 @@ class PowerCPU:
         return gpr[3]
 
     def mftb(self) -> int:
-        return int(trio.current_time() * TIMEBASE_FREQ)
+        return int(vtime.now() * TIMEBASE_FREQ)
 
     async def compute(self, seconds: float) -> None:
         """Time the guest spends running its own code."""
         if seconds > 0:
-            await trio.sleep(seconds)
+            vtime.charge(seconds)
+            await vtime.checkpoint()
 
 
 def _sext(value: int, bits: int) -> int:

@@ -1,7 +1,8 @@
 """One scenario, one simulated machine: build the stack, boot, report.
 
 One trio.run on an autojump MockClock is one machine. The vcpu thread,
-QEMU's main loop and the IOThread are tasks; every cost is a trio.sleep, so
+QEMU's main loop and the IOThread are tasks; every cost is simulated time
+(sim.vtime), so
 SLOF's 5-second timeouts cost no wall time.
 """
 
@@ -14,6 +15,7 @@ from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
 from sim.qemu.spapr import Console, SpaprMachine
 from sim.ram import GuestRAM
+from sim import vtime
 from sim.scenario import Scenario, ScenarioError
 from sim.trace import Trace
 
@@ -75,7 +77,7 @@ async def _boot(scn: Scenario, backend, trace, echo):
             nursery.cancel_scope.cancel()
     finally:
         vcpu.close()
-    return m, result, hung, round(trio.current_time() * 1e9)
+    return m, result, hung, round(vtime.now() * 1e9)
 
 
 def run(scn: Scenario, disk_override: str | None = None, echo=None) -> RunResult:

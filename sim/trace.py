@@ -7,7 +7,7 @@ layers of the real stack: "guest" (the vcpu running SLOF), "kvm",
 
 from typing import NamedTuple
 
-import trio
+from sim import vtime
 
 
 class Event(NamedTuple):
@@ -27,7 +27,7 @@ class Trace:
         self.events: list[Event] = []
 
     def emit(self, _actor: str, _name: str, **fields) -> Event:
-        ev = Event(round(trio.current_time() * 1e9), _actor, _name, fields)
+        ev = Event(round(vtime.now() * 1e9), _actor, _name, fields)
         self.events.append(ev)
         return ev
 

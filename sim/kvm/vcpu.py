@@ -12,9 +12,8 @@ import types
 from sim.abi import papr
 from sim.abi.kvm import EXIT_NAMES, KVM_EXIT_PAPR_HCALL
 from sim.cpu import Trap
+from sim import vtime
 from sim.kvm import book3s
-
-import trio
 
 # Not a KVM exit: the guest model finished what it models (SLOF at its
 # prompt, or the kernel spinning). The machine stops here.
@@ -82,6 +81,7 @@ class Vcpu:
             gpr[4:13] = run.papr_hcall.args
             self.hcall_needed = False
         while True:
+            await vtime.checkpoint()
             result, trap = await _step(self._guest, None)
             if trap is None:
                 run.exit_reason = SIM_GUEST_IDLE
@@ -93,7 +93,7 @@ class Vcpu:
             trace.emit("guest", "hcall", nr=nr, name=papr.hcall_name(nr), r4=gpr[4], r5=gpr[5], r6=gpr[6])
             handled, why = book3s.do_hcall(self)
             if handled:
-                await trio.sleep(costs.hcall_in_kernel)
+                vtime.charge(costs.hcall_in_kernel)
                 trace.emit("kvm", "hcall_done", nr=nr, ret=papr.from_reg(gpr[3]), r4=gpr[4], in_kernel=True)
                 continue
             run.exit_reason = KVM_EXIT_PAPR_HCALL
@@ -101,5 +101,5 @@ class Vcpu:
             run.papr_hcall.args[:] = gpr[4:13]
             self.hcall_needed = True
             trace.emit("kvm", "exit", reason=EXIT_NAMES[KVM_EXIT_PAPR_HCALL], nr=nr, why=why)
-            await trio.sleep(costs.exit_to_userspace)
+            vtime.charge(costs.exit_to_userspace)
             return run

@@ -10,6 +10,8 @@ from collections import deque
 
 import trio
 
+from sim import vtime
+
 
 class AioContext:
     def __init__(self, actor: str, trace, costs):
@@ -20,6 +22,7 @@ class AioContext:
         self._wakers = {}
         self._ready = deque()
         self._lot = trio.lowlevel.ParkingLot()
+        self._ready_at = 0.0   # the waker's clock: when the work became ready
         self.nursery = None
         self.wakeups = 0
 
@@ -35,6 +38,7 @@ class AioContext:
 
         def waker(efd=efd):
             self._ready.append(efd)
+            self._ready_at = max(self._ready_at, vtime.now())
             self._lot.unpark_all()
         self._wakers[efd] = waker
         efd.wait_queue.append(waker)
@@ -44,6 +48,7 @@ class AioContext:
     def schedule(self, fn) -> None:
         """qemu_bh_schedule / aio completion delivered to this context."""
         self._ready.append(fn)
+        self._ready_at = max(self._ready_at, vtime.now())
         self._lot.unpark_all()
 
     def spawn(self, async_fn, *args) -> None:
@@ -55,7 +60,9 @@ class AioContext:
         while True:
             while not ready:
                 await self._lot.park()
-            await trio.sleep(self.costs.thread_wakeup)
+            vtime.catch_up(self._ready_at)
+            vtime.charge(self.costs.thread_wakeup)
+            await vtime.settle()
             self.wakeups += 1
             while ready:
                 item = ready.popleft()

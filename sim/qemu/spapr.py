@@ -6,8 +6,7 @@ H_LOGICAL_CI_* hcalls when QEMU is new enough (2.4, 026bfd89); then runs
 the vcpu thread (kvm_cpu_exec): KVM_RUN, handle the exit, repeat.
 """
 
-import trio
-
+from sim import vtime
 from sim.abi import papr
 from sim.abi.kvm import KVM_EXIT_PAPR_HCALL
 from sim.kvm.vcpu import SIM_GUEST_IDLE
@@ -140,6 +139,6 @@ class SpaprMachine:
                 return run.guest_result
             if run.exit_reason == KVM_EXIT_PAPR_HCALL:
                 hc = run.papr_hcall
-                await trio.sleep(costs.qemu_dispatch)
+                vtime.charge(costs.qemu_dispatch)
                 hc.ret = self.hcalls.spapr_hypercall(hc.nr, hc.args)
                 trace.emit("qemu-vcpu", "hcall_done", nr=hc.nr, ret=hc.ret, r4=hc.args[0], in_kernel=False)
