@@ -83,9 +83,11 @@ async def _boot(scn: Scenario, backend, trace, echo):
 def run(scn: Scenario, disk_override: str | None = None, echo=None) -> RunResult:
     backend = open_disk(scn, disk_override)
     trace = Trace()
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    vtime.use_clock(clock)
     try:
-        m, result, hung, end_ns = trio.run(_boot, scn, backend, trace, echo,
-                                           clock=trio.testing.MockClock(autojump_threshold=0))
+        m, result, hung, end_ns = trio.run(_boot, scn, backend, trace, echo, clock=clock)
     finally:
+        vtime.use_clock(None)
         backend.close()
     return RunResult(scn, trace, m.console, result, m, end_ns, hung)
