@@ -1,0 +1,168 @@
+"""slofsim benchmarks: wall-clock figures with their in-process baselines.
+
+Run: python benchmarks/bench.py [--json]. Every figure is printed with its
+ratio to the matching baseline from the same run (see benchmarks/README.md).
+"""
+
+import argparse
+import json
+import lzma
+import os
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import trio
+import trio.testing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from devices.block import BlockBackend  # noqa: E402
+from sim import machine, report  # noqa: E402
+from sim.mkdisk import build_disk  # noqa: E402
+from sim.scenario import load  # noqa: E402
+
+SCENARIOS = os.path.join(ROOT, "scenarios")
+REF_DISK = os.path.join(ROOT, "tests", "data", "real-slof", "disk.img.xz")
+REAL_SLOF_TCG_S = 4.9  # median real SLOF on QEMU TCG to kernel entry (real-slof/timings.csv)
+
+
+def best(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def trio_roundtrip(n=20000) -> float:
+    """Seconds per two-task round trip over memory channels."""
+    async def main():
+        s1, r1 = trio.open_memory_channel(0)
+        s2, r2 = trio.open_memory_channel(0)
+
+        async def echo():
+            async for x in r1:
+                await s2.send(x)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(echo)
+            t = time.perf_counter()
+            for i in range(n):
+                await s1.send(i)
+                await r2.receive()
+            dt = time.perf_counter() - t
+            await s1.aclose()
+        return dt / n
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def memcpy_rate(size=64 << 20) -> float:
+    """Bytes per second of one 64 MiB copy."""
+    src = bytearray(os.urandom(1 << 20)) * (size >> 20)
+    dst = bytearray(size)
+    t, _ = best(lambda: dst.__setitem__(slice(None), src))
+    return size / t
+
+
+def boot(scn, backend):
+    """One boot with a prepared backend (the disk is not re-read per run)."""
+    import sim.machine as m
+    orig = m.open_disk
+    m.open_disk = lambda *_a, **_k: backend
+    try:
+        return machine.run(scn)
+    finally:
+        m.open_disk = orig
+
+
+def scenario(name, **overrides):
+    scn = load(os.path.join(SCENARIOS, name + ".toml"))
+    for k, v in overrides.items():
+        setattr(scn, k, v)
+    return scn
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    fig = {}
+    rt = trio_roundtrip()
+    mc = memcpy_rate()
+    fixed = scenario("dataplane-fixed")
+    if os.path.exists(REF_DISK):
+        ref = BlockBackend.from_bytes(lzma.open(REF_DISK).read(), "reference")
+    else:
+        ref = BlockBackend.from_bytes(build_disk(), "mkdisk")
+    t_ref, r = best(lambda: boot(fixed, ref))
+    s = report.summary(r)
+    fig["ref_boot_s"] = t_ref
+    fig["ref_vs_real_slof_tcg"] = REAL_SLOF_TCG_S / t_ref
+    hcalls = s["hcalls_in_kernel"] + s["hcall_exits"]
+    fig["hcalls_per_s"] = hcalls / t_ref
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "sim.cli", "run", "dataplane-fixed", "--json"], cwd=ROOT,
+                   stdout=subprocess.DEVNULL, check=False)
+    fig["process_run_s"] = time.perf_counter() - t
+    fig["process_vs_real_slof_tcg"] = REAL_SLOF_TCG_S / fig["process_run_s"]
+    sizes = {}
+    for mib in (1, 8, 64):
+        sectors = mib * 2048
+        disk = BlockBackend.from_bytes(build_disk(size_mib=mib + 2, part_sectors=sectors), f"{mib}MiB")
+        scn = scenario("dataplane-fixed", max_prep_blocks=max(65536, sectors))
+        tm, rr = best(lambda: boot(scn, disk), repeat=1 if mib == 64 else 3)
+        ss = report.summary(rr)
+        sizes[mib] = (tm, ss)
+        fig[f"boot_{mib}mib_s"] = tm
+    t64, s64 = sizes[64]
+    t8 = sizes[8][0]
+    fig["requests_per_s"] = s64["requests_completed"] / t64
+    fig["bytes_per_s"] = s64["bytes_loaded"] / t64
+    fig["per_request_vs_trio_roundtrip"] = (t64 / s64["requests_completed"]) / rt
+    fig["bulk_vs_memcpy"] = fig["bytes_per_s"] / mc
+    fig["linearity_64_vs_8"] = t64 / (8 * t8)
+    disk64 = BlockBackend.from_bytes(build_disk(size_mib=66, part_sectors=64 * 2048), "64MiB")
+    tracemalloc.start()
+    boot(scenario("dataplane-fixed", max_prep_blocks=131072), disk64)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    fig["peak_mem_bytes_64mib"] = peak
+    fig["peak_mem_vs_partition"] = peak / (64 << 20)
+    fig["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    fig["stall_s"], _ = best(lambda: boot(scenario("dataplane-stall"), BlockBackend.from_bytes(build_disk(), "m")))
+    from sim.cli import check, scenario_dir
+    fig["matrix_s"], _ = best(lambda: check(scenario_dir(SCENARIOS)), repeat=1)
+    fig["trio_roundtrip_s"] = rt
+    fig["memcpy_bytes_per_s"] = mc
+    if args.json:
+        print(json.dumps(fig, indent=1))
+        return
+    rows = [
+        ("reference-disk boot (in process)", f"{fig['ref_boot_s'] * 1e3:.1f} ms",
+         f"{fig['ref_vs_real_slof_tcg']:.0f}x faster than real SLOF on TCG (target >= 100x)"),
+        ("slofsim run (whole process)", f"{fig['process_run_s'] * 1e3:.0f} ms",
+         f"{fig['process_vs_real_slof_tcg']:.0f}x faster than real SLOF on TCG (target >= 25x)"),
+        ("per block request (64 MiB boot)", f"{t64 / s64['requests_completed'] * 1e6:.0f} us",
+         f"{fig['per_request_vs_trio_roundtrip']:.2f}x a trio round trip of {rt * 1e6:.1f} us (target <= 3x)"),
+        ("bulk load (64 MiB boot)", f"{fig['bytes_per_s'] / 1e6:.0f} MB/s",
+         f"{fig['bulk_vs_memcpy']:.3f} of memcpy's {mc / 1e9:.1f} GB/s (target >= 0.125)"),
+        ("hcalls per second", f"{fig['hcalls_per_s']:.0f}", ""),
+        ("block requests per second", f"{fig['requests_per_s']:.0f}", ""),
+        ("boots: 1 / 8 / 64 MiB", f"{sizes[1][0] * 1e3:.0f} / {t8 * 1e3:.0f} / {t64 * 1e3:.0f} ms",
+         f"64 MiB is {fig['linearity_64_vs_8']:.2f}x of 8 x 8 MiB (target <= 1.3)"),
+        ("stalled scenario", f"{fig['stall_s'] * 1e3:.0f} ms", "target <= 200 ms"),
+        ("slofsim check (all scenarios)", f"{fig['matrix_s'] * 1e3:.0f} ms", "target <= 2000 ms"),
+        ("peak memory, 64 MiB boot", f"{peak / 2**20:.0f} MiB",
+         f"{fig['peak_mem_vs_partition']:.2f}x the partition (target < 4x)"),
+    ]
+    w = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{w}}  {value:>16}  {note}")
+
+
+if __name__ == "__main__":
+    main()
