@@ -46,6 +46,8 @@ class Slof:
         data = self.ring - 0x10000     # SLOF's own buffers, below its heap
         self.hv = HvCalls(cpu, rtas_args_addr=data)
         self.hdr, self.status, self.block, self.scratch = data + 0x100, data + 0x200, data + 0x1000, data + 0x2000
+        self.chrp_block, self.chrp_scratch = data + 0x4000, data + 0x5000   # a second disk-label instance
+        self.data = data
         self.phb = Phb(device_tree["phb"])
         self.disks: dict[str, tuple] = {}
 
@@ -110,9 +112,22 @@ class Slof:
             self.disks[dev] = (fn, blk)
         return fn, blk
 
+    def _label(self, blk, block: int, scratch: int, open_chrp=None) -> DiskLabel:
+        return DiskLabel(Deblocker(blk, scratch), block, self.trace, self.max_prep_blocks,
+                         open_chrp=open_chrp, print=self.print, load_limit=self.data)
+
     async def load_from_disk(self, dev: str):
         fn, blk = await self.open_disk(dev)
-        label = DiskLabel(Deblocker(blk, self.scratch), self.block, self.trace, self.max_prep_blocks)
+
+        async def open_chrp():
+            """open-dev "<dev>:1,\\ppc\\bootinfo.txt": the node's open
+            (pci-device.fs:35, enable again), then a new deblocker and a new
+            disk-label whose init-block erases its buffer."""
+            await fn.enable()
+            self.cpu.ram.write(self.chrp_block, bytes(4096))
+            return self._label(blk, self.chrp_block, self.chrp_scratch)
+
+        label = self._label(blk, self.block, self.scratch, open_chrp)
         size = await label.load(LOAD_BASE)
         if not size:
             await self.print("\r\nE3404: Not a bootable device!")

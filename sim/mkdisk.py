@@ -1,4 +1,4 @@
-"""A bootable raw disk built in memory: MBR, one PReP partition, a tiny ELF.
+"""A bootable raw disk built in memory: MBR or GPT, one PReP partition, a tiny ELF.
 
 It reproduces the shape of the reference disk (README of real-slof) so that
 SLOF's disk-label `load` takes the DOS/MBR PReP route: partition type 0x41
@@ -6,11 +6,19 @@ with the boot flag 0x80, the partition read whole to load-base, an ELF64
 big-endian image entered through its ELFv1 function descriptor. The code in
 the image is real PowerPC64 machine code, so the guest prints its own marker
 with H_PUT_TERM_CHAR instead of the simulator pretending it did.
+
+With `gpt=True` the disk is GPT as sfdisk/gdisk write it: a protective MBR
+(one entry, type 0xEE, LBA 1 to the end), the header at LBA 1, 128 entries
+of 128 bytes from LBA 2, the backup entries and header at the end, both
+CRC32s right. SLOF then takes its GPT route (the PReP type GUID).
 """
 
 import struct
 
+import uuid
+
 from sim.abi import elf as E
+from sim.abi import gpt as G
 from sim.abi import mbr as M
 
 PAYLOAD_MARKER = "KERNEL-ENTRY-OK"
@@ -158,12 +166,15 @@ def _check_int(name: str, value, lo: int, hi: int) -> int:
 
 def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int = 2048,
                active: bool = True, part_type: int = M.PART_TYPE_PREP, disk_id: int = 0x5EA5C0DE,
-               payload: bytes | None = None) -> bytearray:
-    """A raw image: MBR with one primary partition, the payload at its first sector.
+               payload: bytes | None = None, gpt: bool = False, gpt_type: str | None = None) -> bytearray:
+    """A raw image: one partition, the payload at its first sector.
 
-    With the defaults, sector 0 is byte-identical to the reference disk's.
-    SLOF only boots it when the entry has type 0x41 and flag 0x80, so
-    `active=False` or another `part_type` make the failure paths.
+    MBR (default): one primary entry; with the defaults, sector 0 is
+    byte-identical to the reference disk's. SLOF only boots it when the
+    entry has type 0x41 and flag 0x80, so `active=False` or another
+    `part_type` make the failure paths.
+    GPT (`gpt=True`): one entry of type `gpt_type` (a GUID string, PReP by
+    default); GUIDs are derived from disk_id, so the image is reproducible.
     """
     _check_int("size_mib", size_mib, 1, 1 << 20)
     _check_int("part_start", part_start, 1, 0xFFFF_FFFF)      # sector 0 is the MBR
@@ -171,6 +182,17 @@ def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int 
     _check_int("part_type", part_type, 0, 0xFF)
     _check_int("disk_id", disk_id, 0, 0xFFFF_FFFF)
     disk_sectors = size_mib * _MIB // M.SECTOR
+    if gpt:
+        if not active:
+            raise ValueError("active=False: the boot flag is an MBR field; a GPT entry has none")
+        if part_type != M.PART_TYPE_PREP:
+            raise ValueError(f"part_type = 0x{part_type:x} is an MBR field; a GPT disk takes gpt_type")
+        first, last = 2 + _GPT_ARRAY_SECTORS, disk_sectors - 2 - _GPT_ARRAY_SECTORS
+        if part_start < first or part_start + part_sectors - 1 > last:
+            raise ValueError(f"partition (sectors {part_start}..{part_start + part_sectors - 1}) is outside "
+                             f"the GPT usable area {first}..{last} of a {size_mib} MiB disk")
+    elif gpt_type is not None:
+        raise ValueError("gpt_type needs gpt=True")
     if part_start + part_sectors > disk_sectors:
         raise ValueError(f"partition (sectors {part_start}..{part_start + part_sectors - 1}) "
                          f"does not fit in a {size_mib} MiB disk ({disk_sectors} sectors)")
@@ -180,16 +202,60 @@ def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int 
         raise ValueError(f"payload ({len(payload)} bytes) does not fit in the partition "
                          f"({part_sectors} sectors = {part_sectors * M.SECTOR} bytes)")
 
-    entry = dict(boot_indicator=M.BOOT_ACTIVE if active else 0, chs_start=_CHS_LBA, type=part_type,
-                 chs_end=_CHS_LBA, lba_start=part_start, sectors=part_sectors)
-    empty = dict(boot_indicator=0, chs_start=bytes(3), type=0, chs_end=bytes(3), lba_start=0, sectors=0)
     img = bytearray(disk_sectors * M.SECTOR)
-    img[0:M.SECTOR] = M.mbr.build(dict(bootcode=bytes(440), disk_id=disk_id, reserved=bytes(2),
-                                       partitions=[entry, empty, empty, empty],
-                                       signature=M.MBR_SIGNATURE))
+    if gpt:
+        _write_gpt(img, disk_sectors, part_start, part_sectors, disk_id, gpt_type)
+    else:
+        entry = dict(boot_indicator=M.BOOT_ACTIVE if active else 0, chs_start=_CHS_LBA, type=part_type,
+                     chs_end=_CHS_LBA, lba_start=part_start, sectors=part_sectors)
+        img[0:M.SECTOR] = _mbr(disk_id, entry)
     off = part_start * M.SECTOR
     img[off:off + len(payload)] = payload
     return img
+
+
+_GPT_ARRAY_SECTORS = G.DEFAULT_ENTRIES * G.ENTRY_SIZE // M.SECTOR   # 32
+
+
+def _mbr(disk_id: int, entry: dict) -> bytes:
+    empty = dict(boot_indicator=0, chs_start=bytes(3), type=0, chs_end=bytes(3), lba_start=0, sectors=0)
+    return M.mbr.build(dict(bootcode=bytes(440), disk_id=disk_id, reserved=bytes(2),
+                            partitions=[entry, empty, empty, empty], signature=M.MBR_SIGNATURE))
+
+
+def _guid(disk_id: int, what: str) -> bytes:
+    """A reproducible GUID (name-based, RFC 4122 version 5) for this disk."""
+    return uuid.uuid5(uuid.NAMESPACE_OID, f"slofsim.{disk_id:08x}.{what}").bytes_le
+
+
+def _write_gpt(img: bytearray, disk_sectors: int, part_start: int, part_sectors: int, disk_id: int,
+               gpt_type: str | None) -> None:
+    """Protective MBR, primary header + array, backup array + header."""
+    try:
+        type_guid = G.PREP if gpt_type is None else G.guid(gpt_type)
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError(f"gpt_type = {gpt_type!r} is not a GUID like \"9E1A2D38-C612-4316-AA26-8B49521E5A8B\"") \
+            from None
+    # The protective entry covers LBA 1..end (capped at 2^32-1), CHS 0/0/2..ff/ff/ff (UEFI 5.2.3).
+    img[0:M.SECTOR] = _mbr(0, dict(boot_indicator=0, chs_start=b"\x00\x02\x00",
+                                   type=M.PART_TYPE_GPT_PROTECTIVE, chs_end=b"\xff\xff\xff", lba_start=1,
+                                   sectors=min(disk_sectors - 1, 0xFFFF_FFFF)))
+    entries = bytearray(G.DEFAULT_ENTRIES * G.ENTRY_SIZE)
+    entries[0:G.ENTRY_SIZE] = G.gpt_entry.build(dict(
+        type_guid=type_guid, part_guid=_guid(disk_id, "part1"), first_lba=part_start,
+        last_lba=part_start + part_sectors - 1, attributes=0,
+        name="PReP".encode("utf-16-le").ljust(72, b"\0")))
+    backup_array = disk_sectors - 1 - _GPT_ARRAY_SECTORS
+    common = dict(signature=G.SIGNATURE, revision=G.REVISION_1_0, header_size=G.HEADER_SIZE, reserved=0,
+                  first_usable_lba=2 + _GPT_ARRAY_SECTORS, last_usable_lba=backup_array - 1,
+                  disk_guid=_guid(disk_id, "disk"), num_part_entries=G.DEFAULT_ENTRIES,
+                  part_entry_size=G.ENTRY_SIZE, part_array_crc32=G.crc32(bytes(entries)))
+    primary = G.build_header(**common, current_lba=1, backup_lba=disk_sectors - 1, part_entry_lba=2)
+    backup = G.build_header(**common, current_lba=disk_sectors - 1, backup_lba=1, part_entry_lba=backup_array)
+    img[M.SECTOR:M.SECTOR + len(primary)] = primary
+    img[2 * M.SECTOR:2 * M.SECTOR + len(entries)] = entries
+    img[backup_array * M.SECTOR:(backup_array + _GPT_ARRAY_SECTORS) * M.SECTOR] = entries
+    img[(disk_sectors - 1) * M.SECTOR:(disk_sectors - 1) * M.SECTOR + len(backup)] = backup
 
 
 def write_disk(path, **kwargs) -> None:
