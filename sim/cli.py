@@ -10,7 +10,7 @@ import os
 import sys
 from importlib import resources
 
-from sim import report
+from sim import report, term
 from sim.diagnosis import format_diagnosis
 from sim.scenario import ScenarioError, load
 
@@ -54,20 +54,56 @@ def cmd_run(args) -> int:
     path = scenario_path(args.scenario)
     if args.disk and not os.path.exists(args.disk):
         raise ScenarioError(f"{args.disk}: --disk: no such file")
-    echo = None if args.json else (lambda b: (sys.stdout.write(b.decode("latin-1").replace("\r", "")),
-                                               sys.stdout.flush()))
-    result = _run_one(path, args.disk, echo)
+    con = term.console(json=args.json)
+    if con is None:
+        echo = None if args.json else (lambda b: (sys.stdout.write(b.decode("latin-1").replace("\r", "")),
+                                                   sys.stdout.flush()))
+        result = _run_one(path, args.disk, echo)
+    else:
+        with term.progress(con, None, f"booting {args.scenario}") as step:
+            echo = _ConsoleLines(con, step)
+            result = _run_one(path, args.disk, echo)
+        echo.close()
     if args.trace:
         write_trace(result, args.trace)
     if args.json:
         print(json.dumps(report.to_json(result), indent=1))
-    else:
+    elif con is None:
         s = report.summary(result)
         print("\n\n--- slofsim summary " + "-" * 40)
         print(report.format_summary(s))
+        print()
+        print(report.format_phases(s))
         print("\nwhy (from the trace):")
         print(format_diagnosis(report.diagnose(result)))
+    else:
+        s = report.summary(result)
+        con.print()
+        term.print_summary(con, s)
+        term.print_phases(con, s)
+        term.print_diagnosis(con, report.diagnose(result))
     return EXIT_OK if report.outcome(result) == "booted" else EXIT_BOOT_FAILED
+
+
+class _ConsoleLines:
+    """The guest console on a rich terminal: whole lines printed above the
+    progress bar (as text, never as markup), the latest one shown in it."""
+
+    def __init__(self, con, step):
+        self.con, self.step, self.pending = con, step, ""
+
+    def __call__(self, data: bytes) -> None:
+        *lines, self.pending = (self.pending + data.decode("latin-1").replace("\r", "")).split("\n")
+        for line in lines:
+            self.con.out(line, highlight=False)
+        last = next((x.strip() for x in reversed(lines + [self.pending]) if x.strip()), None)
+        if last:
+            self.step(last[:60])
+
+    def close(self) -> None:
+        if self.pending:
+            self.con.out(self.pending, highlight=False)
+            self.pending = ""
 
 
 def write_trace(result, path: str) -> None:
@@ -81,12 +117,18 @@ def write_trace(result, path: str) -> None:
 
 
 def cmd_explain(args) -> int:
-    result = _run_one(scenario_path(args.scenario), args.disk)
+    con = term.console()
+    with term.progress(con, None, f"booting {args.scenario}"):
+        result = _run_one(scenario_path(args.scenario), args.disk)
     s = report.summary(result)
     which = "the first request that did not complete" if s["first_stalled_request"] is not None \
         else "a typical request"
-    print(f"{result.scenario.name}: {s['outcome']}. The causal chain of {which}:")
-    print(format_diagnosis(report.diagnose(result)))
+    if con is None:
+        print(f"{result.scenario.name}: {s['outcome']}. The causal chain of {which}:")
+        print(format_diagnosis(report.diagnose(result)))
+    else:
+        term.print_diagnosis(con, report.diagnose(result), title=f"{result.scenario.name}: {s['outcome']}. "
+                             f"The causal chain of {which}:")
     return EXIT_OK
 
 
@@ -97,14 +139,23 @@ COMPARE_ROWS = ("outcome", "sim_time_us", "hcalls_in_kernel", "hcall_exits", "no
 
 def cmd_compare(args) -> int:
     from sim import machine
-    runs = [machine.run(load(scenario_path(n))) for n in (args.a, args.b)]
+    con = term.console()
+    runs = []
+    with term.progress(con, 2, "booting") as step:
+        for n in (args.a, args.b):
+            step(n)
+            runs.append(machine.run(load(scenario_path(n))))
+            step(advance=1)
     sums = [report.summary(r) for r in runs]
     keys = list(COMPARE_ROWS) + sorted({f"exits {k}" for s in sums for k in s["exits_by_hcall"]})
-    w = max(len(k) for k in keys)
-    print(f"{'':<{w}}  {sums[0]['scenario']:>24}  {sums[1]['scenario']:>24}")
-    for k in keys:
-        vals = [s["exits_by_hcall"].get(k[6:], 0) if k.startswith("exits ") else s[k] for s in sums]
-        print(f"{k:<{w}}  {str(vals[0]):>24}  {str(vals[1]):>24}")
+    rows = [[s["exits_by_hcall"].get(k[6:], 0) if k.startswith("exits ") else s[k] for s in sums] for k in keys]
+    if con is not None:
+        term.print_compare(con, keys, [s["scenario"] for s in sums], rows)
+    else:
+        w = max(len(k) for k in keys)
+        print(f"{'':<{w}}  {sums[0]['scenario']:>24}  {sums[1]['scenario']:>24}")
+        for k, vals in zip(keys, rows):
+            print(f"{k:<{w}}  {str(vals[0]):>24}  {str(vals[1]):>24}")
     if args.plot:
         from sim.plot import plot_lanes
         plot_lanes(runs, args.plot)
@@ -112,10 +163,11 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
-def check(paths: list[str]) -> tuple[list[tuple], bool]:
+def check(paths: list[str], step=lambda text=None, advance=0: None) -> tuple[list[tuple], bool]:
     rows, ok = [], True
     for path in paths:
         scn = load(path)
+        step(scn.name)
         from sim import machine
         s = report.summary(machine.run(scn))
         bad = [f"{k}={s.get(k)!r} (expected {v!r})" for k, v in scn.expect.items() if s.get(k) != v]
@@ -124,11 +176,18 @@ def check(paths: list[str]) -> tuple[list[tuple], bool]:
         ok &= not bad
         rows.append((scn.name, s["outcome"], s["sim_time_us"] / 1e6, s["notify_exits"], s["notifies_in_kernel"],
                      "ok" if not bad else "MISMATCH: " + "; ".join(bad)))
+        step(advance=1)
     return rows, ok
 
 
 def cmd_check(args) -> int:
-    rows, ok = check(scenario_dir(args.dir))
+    paths = scenario_dir(args.dir)
+    con = term.console()
+    with term.progress(con, len(paths), "check") as step:
+        rows, ok = check(paths, step)
+    if con is not None:
+        term.print_check(con, rows)
+        return EXIT_OK if ok else EXIT_BOOT_FAILED
     width = max(len(r[0]) for r in rows)
     print(f"{'scenario':<{width}}  {'outcome':<8} {'sim time':>11}  {'notify exits':>12} {'in kernel':>9}  result")
     for name, outcome, t, ex, ik, res in rows:
@@ -138,30 +197,50 @@ def cmd_check(args) -> int:
 
 def cmd_demo(args) -> int:
     from sim import machine
-    runs = [(name, machine.run(load(scenario_path(name)))) for name in ("dataplane-stall", "dataplane-fixed")]
+    con = term.console()
+    names = ("dataplane-stall", "dataplane-fixed", "qemu-forwards-kick-old-kernel")
+    runs = []
+    with term.progress(con, len(names), "demo") as step:
+        for name in names:
+            step(name)
+            runs.append((name, machine.run(load(scenario_path(name)))))
+            step(advance=1)
+    fwd = report.summary(runs.pop()[1])
     for name, r in runs:
         s = report.summary(r)
-        print(f"=== {name}: {r.scenario.description}")
-        print(report.format_summary(s))
-        print(format_diagnosis(report.diagnose(r)))
-        print()
+        if con is None:
+            print(f"=== {name}: {r.scenario.description}")
+            print(report.format_summary(s))
+            print(format_diagnosis(report.diagnose(r)))
+            print()
+        else:
+            term.print_summary(con, s, title=f"{name}: {r.scenario.description}")
+            term.print_diagnosis(con, report.diagnose(r), title=f"{name}: the causal chain")
     stall, fixed = (report.summary(r) for _, r in runs)
-    print("In plain words:")
     cap = ("QEMU never asked for them (KVM_ENABLE_CAP not called)" if stall["enable_cap"] == "not called"
            else f"KVM_ENABLE_CAP returned {stall['enable_cap']}")
-    print(f"  In the stall, SLOF's QUEUE_NOTIFY went to QEMU as an exit ({stall['notify_exits']} of "
-          f"{stall['notifies']} notifies): the pre-4.1 kernel has no in-kernel H_LOGICAL_CI_STORE, "
-          f"{cap}, and the hcall never reached KVM_MMIO_BUS, "
-          f"where the dataplane's ioeventfd waits. QEMU 2.2-2.4 drops such a kick once the dataplane "
-          f"runs, so the IOThread slept and {stall['timeouts']} requests timed out.")
-    print(f"  In the fix, KVM handled {fixed['notifies_in_kernel']} of {fixed['notifies']} notifies itself: "
-          f"the bus write matched the ioeventfd ({fixed['ioeventfd_signals']} signals) and woke the "
-          f"IOThread with no exit. It needs both halves: the 4.1 kernel's handlers and QEMU 2.4 enabling them.")
-    fwd = report.summary(machine.run(load(scenario_path("qemu-forwards-kick-old-kernel"))))
-    print(f"  Later QEMU (4.2+) also boots the old kernel: it forwards a kick that arrives through "
-          f"userspace to the host notifier, so all {fwd['notify_exits']} notifies still exit, but the "
-          f"IOThread wakes and {fwd['requests_completed']} requests complete ({fwd['outcome']}).")
-    print("  Try: slofsim check   (every scenario, one knob at a time)")
+    words = [
+        f"In the stall, SLOF's QUEUE_NOTIFY went to QEMU as an exit ({stall['notify_exits']} of "
+        f"{stall['notifies']} notifies): the pre-4.1 kernel has no in-kernel H_LOGICAL_CI_STORE, "
+        f"{cap}, and the hcall never reached KVM_MMIO_BUS, "
+        f"where the dataplane's ioeventfd waits. QEMU 2.2-2.4 drops such a kick once the dataplane "
+        f"runs, so the IOThread slept and {stall['timeouts']} requests timed out.",
+        f"In the fix, KVM handled {fixed['notifies_in_kernel']} of {fixed['notifies']} notifies itself: "
+        f"the bus write matched the ioeventfd ({fixed['ioeventfd_signals']} signals) and woke the "
+        f"IOThread with no exit. It needs both halves: the 4.1 kernel's handlers and QEMU 2.4 enabling them.",
+        f"Later QEMU (4.2+) also boots the old kernel: it forwards a kick that arrives through "
+        f"userspace to the host notifier, so all {fwd['notify_exits']} notifies still exit, but the "
+        f"IOThread wakes and {fwd['requests_completed']} requests complete ({fwd['outcome']}).",
+        "Try: slofsim check   (every scenario, one knob at a time)",
+    ]
+    if con is None:
+        print("In plain words:")
+        for w in words:
+            print("  " + w)
+    else:
+        con.print("[bold]In plain words:[/]")
+        for w in words:
+            con.print("• " + term.escape(w))
     return EXIT_OK
 
 
@@ -169,7 +248,7 @@ def cmd_mkdisk(args) -> int:
     from sim.mkdisk import write_disk
     try:
         write_disk(args.out, part_start=args.part_start, part_sectors=args.part_sectors,
-                   active=not args.no_active, size_mib=args.size_mib)
+                   active=not args.no_active, size_mib=args.size_mib, gpt=args.gpt)
     except ValueError as exc:
         raise ScenarioError(f"{args.out}: {exc}") from None
     except OSError as exc:
@@ -201,7 +280,8 @@ def main(argv=None) -> int:
     m.add_argument("--part-start", type=int, default=2048)
     m.add_argument("--part-sectors", type=int, default=2048)
     m.add_argument("--size-mib", type=int, default=16)
-    m.add_argument("--no-active", action="store_true", help="clear the PReP partition's boot flag")
+    m.add_argument("--no-active", action="store_true", help="clear the PReP partition's boot flag (MBR)")
+    m.add_argument("--gpt", action="store_true", help="GPT (protective MBR, PReP type GUID) instead of MBR")
     try:
         args = p.parse_args(argv)
         return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "mkdisk": cmd_mkdisk,

@@ -25,7 +25,14 @@ def _slice(name, actor, start_ns, end_ns, cat, **args):
             "ts": _us(start_ns), "dur": max(_us(end_ns - start_ns), 0.001), "args": args}
 
 
-def _phases(events, end_ns) -> list[dict]:
+def phase_spans(events, end_ns: int) -> list[tuple]:
+    """(phase event, stop_ns, top) for each SLOF phase the guest announced.
+
+    A top phase (TOP_PHASES) lasts until the next top phase; a phase inside
+    one (virtio init, each disk-label probe, elf load) lasts until the next
+    phase of any kind. The last phase ends with the run. `slofsim run`'s
+    time-by-phase table and the trace's phase slices both come from here.
+    """
     out = []
     phases = [e for e in events if e.name == "phase"]
     for i, e in enumerate(phases):
@@ -35,6 +42,13 @@ def _phases(events, end_ns) -> list[dict]:
             if nxt.fields["name"] in TOP_PHASES or not top:
                 stop = nxt.t_ns
                 break
+        out.append((e, stop, top))
+    return out
+
+
+def _phases(events, end_ns) -> list[dict]:
+    out = []
+    for e, stop, _ in phase_spans(events, end_ns):
         args = {k: v for k, v in e.fields.items() if k != "name"}
         out.append(_slice(e.fields["name"], "guest", e.t_ns, stop, "phase", **args))
     return out

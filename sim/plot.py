@@ -1,4 +1,4 @@
-"""Both runs' actor lanes on one time axis (needs matplotlib: pip install matplotlib)."""
+"""Both runs' actor lanes on one time axis (needs matplotlib: pip install 'slofsim[plot]')."""
 
 from sim.diagnosis import notify_addrs
 from sim.perfetto import TRACKS, build
@@ -13,7 +13,7 @@ def plot_lanes(results, path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ScenarioError(f"{path}: --plot needs matplotlib (pip install matplotlib)") from None
+        raise ScenarioError(f"{path}: --plot needs matplotlib (pip install 'slofsim[plot]')") from None
     if not path.endswith((".svg", ".png")):
         raise ScenarioError(f"{path}: --plot: expected a .svg or .png file name")
     fig, axes = plt.subplots(len(results), 1, figsize=(12, 2.2 * len(results)), sharex=True, squeeze=False)
@@ -23,8 +23,9 @@ def plot_lanes(results, path: str) -> None:
         for ev in build(r, notify_addrs(r))["traceEvents"]:
             if ev.get("ph") != "X":
                 continue
+            # Rasterized: a boot has thousands of slices; as vectors they make a multi-MB SVG.
             ax.broken_barh([(ev["ts"] / 1e6, max(ev["dur"] / 1e6, end / 2000))], (ev["tid"] - 0.4, 0.8),
-                           color=COLORS.get(ev["cat"], "grey"))
+                           color=COLORS.get(ev["cat"], "grey"), rasterized=True)
         ax.set_yticks(list(names), [names[t] for t in names])
         ax.invert_yaxis()
         ax.set_title(f"{r.scenario.name}: {r.scenario.description}", fontsize=9, loc="left")
@@ -32,7 +33,7 @@ def plot_lanes(results, path: str) -> None:
     axes[-1, 0].set_xlim(0, end)
     fig.tight_layout()
     try:
-        fig.savefig(path)
+        fig.savefig(path, dpi=150)
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot write: {exc.strerror}") from None
     plt.close(fig)

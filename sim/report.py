@@ -9,6 +9,7 @@ from collections import Counter
 from sim.abi import papr
 from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX
 from sim.diagnosis import diagnose, notify_addrs  # noqa: F401  (diagnose is re-exported)
+from sim.perfetto import phase_spans
 
 
 def _bar0_ranges(result):
@@ -66,6 +67,18 @@ def block_requests(trace) -> list[dict]:
     return reqs
 
 
+def phases(result) -> list[dict]:
+    """Simulated time by SLOF phase, from the trace's phase events.
+
+    The spans are the trace's phase slices (sim.perfetto.phase_spans): top
+    phases (start-up, PCI probe, boot, kernel) partition the run; the phases
+    inside `boot` (virtio init, each label probe, ELF load) have depth 1.
+    """
+    return [{"name": e.fields["name"], "depth": 0 if top else 1, "start_us": e.t_ns / 1000,
+             "dur_us": (stop - e.t_ns) / 1000}
+            for e, stop, top in phase_spans(result.trace.events, result.end_ns)]
+
+
 def outcome(result) -> str:
     if result.guest_result and result.guest_result.get("stage") == "kernel":
         return "booted"
@@ -105,6 +118,7 @@ def summary(result) -> dict:
         "timeouts": len(trace.named("virtio_timeout")),
         "first_stalled_request": first_stalled,
         "bytes_loaded": bytes_loaded,
+        "phases": phases(result),
     }
 
 
@@ -131,4 +145,15 @@ def format_summary(s: dict) -> str:
         + (f", {s['timeouts']} timed out" if s["timeouts"] else ""),
         f"bytes loaded:        {s['bytes_loaded']}",
     ]
+    return "\n".join(lines)
+
+
+def format_phases(s: dict) -> str:
+    """The time-by-phase table of `slofsim run`: seconds and share of the run."""
+    total = s["sim_time_us"] or 1
+    width = max((len(p["name"]) + 2 * p["depth"] for p in s["phases"]), default=0)
+    lines = ["time by SLOF phase:"]
+    for p in s["phases"]:
+        name = "  " * p["depth"] + p["name"]
+        lines.append(f"  {name:<{width}}  {p['dur_us'] / 1e6:10.6f} s  {100 * p['dur_us'] / total:5.1f} %")
     return "\n".join(lines)
