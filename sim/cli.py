@@ -163,28 +163,50 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
-def check(paths: list[str], step=lambda text=None, advance=0: None) -> tuple[list[tuple], bool]:
-    rows, ok = [], True
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def check_one(path: str) -> tuple:
+    """One scenario against its [expect]: its row of the table."""
+    from sim import machine
+    scn = load(path)
+    s = report.summary(machine.run(scn))
+    bad = [f"{k}={s.get(k)!r} (expected {v!r})" for k, v in scn.expect.items() if s.get(k) != v]
+    if not scn.expect:
+        bad = ["no [expect] table"]
+    return (scn.name, s["outcome"], s["sim_time_us"] / 1e6, s["notify_exits"], s["notifies_in_kernel"],
+            "ok" if not bad else "MISMATCH: " + "; ".join(bad))
+
+
+def check(paths: list[str], step=lambda text=None, advance=0: None, jobs: int = 1) -> tuple[list[tuple], bool]:
+    """Rows in the order of paths, whatever jobs is; jobs > 1 runs them in
+    worker processes (each scenario is its own trio.run)."""
     for path in paths:
-        scn = load(path)
-        step(scn.name)
-        from sim import machine
-        s = report.summary(machine.run(scn))
-        bad = [f"{k}={s.get(k)!r} (expected {v!r})" for k, v in scn.expect.items() if s.get(k) != v]
-        if not scn.expect:
-            bad = ["no [expect] table"]
-        ok &= not bad
-        rows.append((scn.name, s["outcome"], s["sim_time_us"] / 1e6, s["notify_exits"], s["notifies_in_kernel"],
-                     "ok" if not bad else "MISMATCH: " + "; ".join(bad)))
-        step(advance=1)
-    return rows, ok
+        load(path)              # a bad file fails before any boot
+    if jobs > 1 and len(paths) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(jobs, len(paths))) as pool:
+            rows = []
+            for row in pool.map(check_one, paths):
+                rows.append(row)
+                step(row[0], advance=1)
+    else:
+        rows = []
+        for path in paths:
+            step(os.path.splitext(os.path.basename(path))[0])
+            rows.append(check_one(path))
+            step(advance=1)
+    return rows, all(r[-1] == "ok" for r in rows)
 
 
 def cmd_check(args) -> int:
     paths = scenario_dir(args.dir)
     con = term.console()
     with term.progress(con, len(paths), "check") as step:
-        rows, ok = check(paths, step)
+        rows, ok = check(paths, step, jobs=args.jobs)
     if con is not None:
         term.print_check(con, rows)
         return EXIT_OK if ok else EXIT_BOOT_FAILED
@@ -274,6 +296,8 @@ def main(argv=None) -> int:
     cp.add_argument("--plot", metavar="FILE.svg|FILE.png", help="draw both runs' lanes (needs matplotlib)")
     c = sub.add_parser("check", help="run every scenario against its [expect]")
     c.add_argument("dir", nargs="?")
+    c.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1,
+                   help="worker processes (default: the number of cores)")
     sub.add_parser("demo", help="the stall and the fix side by side")
     m = sub.add_parser("mkdisk", help="write a bootable raw disk image")
     m.add_argument("out")

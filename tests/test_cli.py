@@ -86,3 +86,11 @@ def test_bad_usage_is_exit_2(capsys):
     assert main(["run"]) == 2
     assert main(["run", "no-such-scenario"]) == 2
     assert "no such scenario" in capsys.readouterr().err
+
+
+def test_check_in_parallel_equals_check_in_one_process(capsys):
+    assert main(["check", SCENARIOS, "-j", "1"]) == 0
+    one = capsys.readouterr().out
+    assert main(["check", SCENARIOS, "-j", "2"]) == 0
+    assert capsys.readouterr().out == one
+    assert main(["check", SCENARIOS, "-j", "0"]) == 2
