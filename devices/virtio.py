@@ -1,13 +1,16 @@
 """The transport-independent virtio device core (hw/virtio/virtio.c)."""
 
 from sim.abi.virtio import (
-    VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1,
+    VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1, VIRTIO_LEGACY_FEATURES,
 )
 from devices.virtqueue import VirtQueue
 
 
 class VirtIODevice:
     name = "virtio"
+    # VirtioDeviceClass.legacy_features: bits never offered through the
+    # modern interface (virtio_pci_common_read, device_feature).
+    legacy_features = VIRTIO_LEGACY_FEATURES
 
     def __init__(self, device_id: int, config_len: int, ram, trace):
         self.device_id = device_id
@@ -33,6 +36,10 @@ class VirtIODevice:
         vq.handle_output = handle_output
         self.vqs.append(vq)
         return vq
+
+    def transport_modern(self) -> None:
+        """The transport offers VIRTIO_F_VERSION_1 (a transitional device):
+        the device adjusts its feature set (its get_features)."""
 
     def is_big_endian(self) -> bool:
         """virtio_is_big_endian: legacy devices use device_endian; 1.0 is LE."""

@@ -1,21 +1,37 @@
-"""virtio-pci, legacy (0.9.5) interface on I/O BAR 0 (hw/virtio/virtio-pci.c).
+"""virtio-pci (hw/virtio/virtio-pci.c): the legacy (0.9.5) interface on I/O
+BAR 0 and, unless disable-modern, the virtio 1.0 interface in memory BAR 4.
 
 BAR 0 is DEVICE_LITTLE_ENDIAN with 1..4-byte accesses: HOST_FEATURES 0,
 GUEST_FEATURES 4, QUEUE_PFN 8, QUEUE_NUM 12, QUEUE_SEL 14, QUEUE_NOTIFY 16,
 STATUS 18, ISR 19, device config from 20 (MSI-X stays disabled under SLOF).
 Device config is guest-endian: "Virtio-PCI is odd. Ioports are LE but
 config space is target native endian."
+
+A transitional device (disable-modern=off) keeps BAR 0 and adds four vendor
+capabilities pointing into the 64-bit prefetchable BAR 4 (+5): common
+config at 0x0, ISR at 0x1000, device config at 0x2000 and the notify area
+at 0x3000 (queue n at n * notify_off_multiplier; the multiplier is 4, or
+0x1000 with page-per-vq), plus the PCI-config-access capability. All of it
+is little-endian, device config included. The host notifier of a queue is
+an ioeventfd on both notify addresses: the modern one with no datamatch
+(length 0 when KVM offers any-length ioeventfds, else 2) and the legacy one
+(length 2, datamatch = queue index) -- virtio_pci_ioeventfd_assign.
 """
 
 from sim.abi.virtio import (
+    COMMON_CFG, COMMON_REGS, PCI_CAP_ID_VNDR, QEMU_VIRTIO_PCI_QUEUE_MEM_MULT, VIRTIO_CONFIG_S_FEATURES_OK,
+    VIRTIO_F_VERSION_1, VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG,
+    VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_CAP_PCI_CFG, VIRTIO_PCI_COMMON_OFF,
+    VIRTIO_PCI_DEVICE_OFF, VIRTIO_PCI_ISR_OFF, VIRTIO_PCI_MODERN_MEM_BAR, VIRTIO_PCI_NOTIFY_OFF,
+    VIRTIO_PCI_REGION_SIZE, VIRTIO_QUEUE_MAX, virtio_pci_cap, virtio_pci_cfg_cap, virtio_pci_notify_cap,
     LEGACY_REGS, PCI_CLASS_STORAGE_SCSI, PCI_VENDOR_ID_REDHAT_QUMRANET, VIRTIO_CONFIG_S_DRIVER_OK,
     VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_GUEST_FEATURES, VIRTIO_PCI_HOST_FEATURES,
     VIRTIO_PCI_ISR, VIRTIO_PCI_QUEUE_ADDR_SHIFT, VIRTIO_PCI_QUEUE_MAX, VIRTIO_PCI_QUEUE_NOTIFY,
     VIRTIO_PCI_QUEUE_NUM, VIRTIO_PCI_QUEUE_PFN, VIRTIO_PCI_QUEUE_SEL, VIRTIO_PCI_STATUS,
 )
 from devices.pci import (
-    PCI_BASE_ADDRESS_SPACE_IO, PCI_BASE_ADDRESS_SPACE_MEMORY, PCI_CAP_ID_MSIX, PCI_SUBSYSTEM_VENDOR_ID,
-    PCIDevice,
+    PCI_BASE_ADDRESS_MEM_PREFETCH, PCI_BASE_ADDRESS_MEM_TYPE_64, PCI_BASE_ADDRESS_SPACE_IO,
+    PCI_BASE_ADDRESS_SPACE_MEMORY, PCI_CAP_ID_MSIX, PCI_SUBSYSTEM_VENDOR_ID, PCIDevice,
 )
 from sim.qemu.memory import DEVICE_LITTLE_ENDIAN, MemoryRegion, MemoryRegionOps, bswap
 
@@ -38,10 +54,41 @@ class _MsixOps(MemoryRegionOps):
     endianness = DEVICE_LITTLE_ENDIAN
 
 
+class _ModernOps(MemoryRegionOps):
+    """One region of the modern BAR (common_ops, isr_ops, device_ops,
+    notify_ops): little-endian, 1..4-byte accesses."""
+    endianness = DEVICE_LITTLE_ENDIAN
+    impl_min, impl_max = 1, 4
+
+    def __init__(self, proxy, region: str, base: int):
+        self.proxy, self.region, self.base = proxy, region, base
+
+    def read(self, offset, size):
+        return self.proxy.modern_read(self.region, self.base, offset, size)
+
+    def write(self, offset, value, size):
+        self.proxy.modern_write(self.region, self.base, offset, value, size)
+
+
+class _ModernQueue:
+    """VirtIOPCIQueue: what the driver wrote through common config for one
+    queue; the rings are handed to the core only on queue_enable = 1."""
+    __slots__ = ("num", "enabled", "msix_vector", "desc", "avail", "used")
+
+    def __init__(self):
+        self.num, self.enabled, self.msix_vector = 0, 0, 0xFFFF
+        self.desc, self.avail, self.used = [0, 0], [0, 0], [0, 0]
+
+
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
 class VirtIOPCIProxy(PCIDevice):
     """The PCI side of a virtio device; owns its host and guest notifiers."""
 
-    def __init__(self, vdev, pci_device_id: int, *, ioeventfd: bool, qemu):
+    def __init__(self, vdev, pci_device_id: int, *, ioeventfd: bool, qemu, modern: bool = False,
+                 page_per_vq: bool = False, fast_mmio: bool = False):
         super().__init__(PCI_VENDOR_ID_REDHAT_QUMRANET, pci_device_id, PCI_CLASS_STORAGE_SCSI)
         self.vdev = vdev
         self.name = f"{vdev.name}-pci"
@@ -54,11 +101,204 @@ class VirtIOPCIProxy(PCIDevice):
         self.ioeventfd_disabled = False
         self.ioeventfd_started = False
         self.config_off = VIRTIO_PCI_CONFIG_OFF_NO_MSIX
+        self.modern = modern        # !disable-modern: a transitional device
+        self.fast_mmio = fast_mmio  # kvm_ioeventfd_any_length_enabled()
+        self.queue_mem_mult = QEMU_VIRTIO_PCI_QUEUE_MEM_MULT if page_per_vq else 4
         self.bar = MemoryRegion("virtio-pci", 20 + vdev.config_len, ops=_LegacyOps(self))
         self.register_bar(0, PCI_BASE_ADDRESS_SPACE_IO, self.bar)
+        if modern:
+            self._modern_init()
         # MSI-X (vectors=2) in exclusive BAR 1; SLOF never enables it.
         self.register_bar(1, PCI_BASE_ADDRESS_SPACE_MEMORY, MemoryRegion("virtio-pci-msix", 0x1000, ops=_MsixOps()))
         self.add_capability(PCI_CAP_ID_MSIX, 12)
+
+    # -- the modern interface: capabilities and BAR 4 ---------------------
+
+    def _modern_init(self) -> None:
+        """virtio_pci_pre_plugged / virtio_pci_device_plugged, modern part."""
+        self.vdev.host_features |= 1 << VIRTIO_F_VERSION_1
+        self.vdev.transport_modern()
+        self.dfselect = self.gfselect = 0
+        self.modern_guest_features = [0, 0]
+        self.config_generation = 0
+        self.mqs = [_ModernQueue() for _ in self.vdev.vqs]
+        notify_size = self.queue_mem_mult * VIRTIO_QUEUE_MAX
+        self.modern_bar = MemoryRegion("virtio-pci", _pow2(VIRTIO_PCI_NOTIFY_OFF + notify_size))
+        regions = (("common", VIRTIO_PCI_COMMON_OFF, VIRTIO_PCI_REGION_SIZE, VIRTIO_PCI_CAP_COMMON_CFG),
+                   ("isr", VIRTIO_PCI_ISR_OFF, VIRTIO_PCI_REGION_SIZE, VIRTIO_PCI_CAP_ISR_CFG),
+                   ("device", VIRTIO_PCI_DEVICE_OFF, VIRTIO_PCI_REGION_SIZE, VIRTIO_PCI_CAP_DEVICE_CFG),
+                   ("notify", VIRTIO_PCI_NOTIFY_OFF, notify_size, VIRTIO_PCI_CAP_NOTIFY_CFG))
+        for name, off, size, cfg_type in regions:
+            mr = MemoryRegion(f"virtio-pci-{name}", size, ops=_ModernOps(self, name, off))
+            self.modern_bar.add_subregion(off, mr)
+            if name == "notify":
+                self.notify_mr = mr
+            cap = dict(cap_vndr=PCI_CAP_ID_VNDR, cap_next=0, cap_len=0, cfg_type=cfg_type,
+                       bar=VIRTIO_PCI_MODERN_MEM_BAR, padding=None, offset=off, length=size)
+            if name == "notify":
+                self._add_vendor_cap(virtio_pci_notify_cap, dict(cap=cap, notify_off_multiplier=self.queue_mem_mult))
+            else:
+                self._add_vendor_cap(virtio_pci_cap, cap)
+        self.register_bar(VIRTIO_PCI_MODERN_MEM_BAR, PCI_BASE_ADDRESS_SPACE_MEMORY | PCI_BASE_ADDRESS_MEM_PREFETCH
+                          | PCI_BASE_ADDRESS_MEM_TYPE_64, self.modern_bar)
+        # The PCI-config-access capability (accesses through it are not modelled).
+        self._add_vendor_cap(virtio_pci_cfg_cap, dict(
+            cap=dict(cap_vndr=PCI_CAP_ID_VNDR, cap_next=0, cap_len=0, cfg_type=VIRTIO_PCI_CAP_PCI_CFG, bar=0,
+                     padding=None, offset=0, length=0), pci_cfg_data=bytes(4)))
+
+    def _add_vendor_cap(self, layout, fields) -> None:
+        """virtio_pci_add_mem_cap: pci_add_capability, then the body after
+        the id and next bytes that pci_add_capability wrote."""
+        size = layout.sizeof()
+        cap = fields.get("cap", fields)
+        cap["cap_len"] = size
+        off = self.add_capability(PCI_CAP_ID_VNDR, size)
+        raw = layout.build(fields)
+        self.config[off + 2:off + size] = raw[2:]
+
+    def modern_read(self, region: str, base: int, addr: int, size: int) -> int:
+        vdev = self.vdev
+        if region == "common":
+            value = self._common_read(addr)
+        elif region == "isr":
+            value, vdev.isr = vdev.isr, 0   # virtio_pci_isr_read: xchg, deassert INTx
+            self.qemu.pci_set_irq(self, 0)
+        elif region == "device":
+            cfg = vdev.get_config()     # virtio_config_modern_read*: little-endian
+            value = int.from_bytes(cfg[addr:addr + size], "little") if addr + size <= len(cfg) \
+                else (1 << (8 * size)) - 1
+        else:
+            value = 0                   # virtio_pci_notify_read (notify_pio aside)
+        value &= (1 << (8 * size)) - 1
+        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=VIRTIO_PCI_MODERN_MEM_BAR, offset=base + addr,
+                        size=size, rw="R", value=value, reg=self._modern_reg(region, addr))
+        return value
+
+    def modern_write(self, region: str, base: int, addr: int, value: int, size: int) -> None:
+        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=VIRTIO_PCI_MODERN_MEM_BAR, offset=base + addr,
+                        size=size, rw="W", value=value, reg=self._modern_reg(region, addr))
+        if region == "common":
+            self._common_write(addr, value)
+        elif region == "notify":
+            queue = addr // self.queue_mem_mult     # virtio_pci_notify_write: the value is ignored
+            if queue < VIRTIO_QUEUE_MAX:
+                self.trace.emit("qemu-vcpu", "virtio_queue_notify", device=self.vdev.name, queue=queue,
+                                via="userspace")
+                self.vdev.queue_notify(queue, "qemu-vcpu")
+        # ISR writes are ignored; virtio-blk's config is read-only here (wce aside)
+
+    def _modern_reg(self, region: str, addr: int) -> str:
+        if region == "common":
+            return COMMON_REGS.get(addr, f"common+0x{addr:x}")
+        if region == "device":
+            return f"cfg+{addr}"
+        if region == "notify":
+            return f"notify+0x{addr:x}"
+        return "isr"
+
+    def _common_read(self, addr: int) -> int:
+        """virtio_pci_common_read."""
+        vdev, sel = self.vdev, self.vdev.queue_sel
+        vq = vdev.vqs[sel] if sel < len(vdev.vqs) else None
+        mq = self.mqs[sel] if sel < len(self.mqs) else _ModernQueue()
+        c = COMMON_CFG
+        if addr == c["device_feature_select"]:
+            return self.dfselect
+        if addr == c["device_feature"]:
+            if self.dfselect > 1:
+                return 0
+            return ((vdev.host_features & ~vdev.legacy_features) >> (32 * self.dfselect)) & 0xFFFFFFFF
+        if addr == c["driver_feature_select"]:
+            return self.gfselect
+        if addr == c["driver_feature"]:
+            return self.modern_guest_features[self.gfselect] if self.gfselect <= 1 else 0
+        if addr == c["msix_config"]:
+            return 0xFFFF               # VIRTIO_NO_VECTOR: MSI-X is never enabled
+        if addr == c["num_queues"]:
+            return sum(1 for q in vdev.vqs if q.num)
+        if addr == c["device_status"]:
+            return vdev.status
+        if addr == c["config_generation"]:
+            return self.config_generation
+        if addr == c["queue_select"]:
+            return sel
+        if addr == c["queue_size"]:
+            return vq.num if vq else 0
+        if addr == c["queue_msix_vector"]:
+            return mq.msix_vector
+        if addr == c["queue_enable"]:
+            return mq.enabled
+        if addr == c["queue_notify_off"]:
+            return sel                  # "Simply map queues in order"
+        for name, lst in (("desc", mq.desc), ("avail", mq.avail), ("used", mq.used)):
+            if addr == c[f"queue_{name}_lo"]:
+                return lst[0]
+            if addr == c[f"queue_{name}_hi"]:
+                return lst[1]
+        return 0
+
+    def _common_write(self, addr: int, val: int) -> None:
+        """virtio_pci_common_write."""
+        vdev, sel = self.vdev, self.vdev.queue_sel
+        c = COMMON_CFG
+        mq = self.mqs[sel] if sel < len(self.mqs) else None
+        if addr == c["device_feature_select"]:
+            self.dfselect = val
+        elif addr == c["driver_feature_select"]:
+            self.gfselect = val
+        elif addr == c["driver_feature"]:
+            if self.gfselect <= 1:
+                self.modern_guest_features[self.gfselect] = val
+                if not vdev.status & VIRTIO_CONFIG_S_FEATURES_OK:   # virtio_set_features
+                    g = self.modern_guest_features
+                    vdev.guest_features = ((g[1] << 32) | g[0]) & vdev.host_features
+        elif addr == c["device_status"]:
+            self._status_write(val)
+        elif addr == c["queue_select"]:
+            if val < VIRTIO_QUEUE_MAX:
+                vdev.queue_sel = val
+        elif mq is None:
+            return
+        elif addr == c["queue_size"]:
+            mq.num = val
+            self._set_num(vdev.vqs[sel], val)
+        elif addr == c["queue_msix_vector"]:
+            mq.msix_vector = val
+        elif addr == c["queue_enable"]:
+            if val == 1:
+                vq = vdev.vqs[sel]
+                self._set_num(vq, mq.num)
+                if vq.num:              # virtio_queue_set_rings
+                    vq.desc, vq.avail, vq.used = ((lst[1] << 32) | lst[0] for lst in (mq.desc, mq.avail, mq.used))
+                    why = vq.unmappable()
+                    if why:
+                        vdev.virtio_error(why, "qemu-vcpu")
+                mq.enabled = 1
+            else:
+                vdev.virtio_error(f"wrong value for queue_enable {val:x}", "qemu-vcpu")
+        else:
+            for name in ("desc", "avail", "used"):
+                for half in (0, 1):
+                    if addr == c[f"queue_{name}_{('lo', 'hi')[half]}"]:
+                        getattr(mq, name)[half] = val
+
+    @staticmethod
+    def _set_num(vq, num: int) -> None:
+        """virtio_queue_set_num: a queue cannot be switched on or off this way."""
+        if bool(num) == bool(vq.num) and 0 < num <= 1024:
+            vq.num = num
+
+    def _status_write(self, val: int) -> None:
+        """The STATUS write of both interfaces (virtio_ioport_write and
+        virtio_pci_common_write): ioeventfds follow DRIVER_OK; 0 resets."""
+        vdev = self.vdev
+        if not val & VIRTIO_CONFIG_S_DRIVER_OK:
+            self.stop_ioeventfd()
+        vdev.set_status(val & 0xFF)
+        if val & VIRTIO_CONFIG_S_DRIVER_OK:
+            self.start_ioeventfd()
+        if vdev.status == 0:
+            self.device_reset()
 
     # -- BAR 0 ------------------------------------------------------------
 
@@ -125,7 +365,11 @@ class VirtIOPCIProxy(PCIDevice):
                 self.stop_ioeventfd()
                 self.device_reset()
             elif vdev.queue_sel < len(vdev.vqs):
-                vdev.vqs[vdev.queue_sel].set_legacy_addr(pa)
+                vq = vdev.vqs[vdev.queue_sel]
+                vq.set_legacy_addr(pa)
+                why = vq.unmappable()  # virtio_queue_set_addr -> virtio_init_region_cache
+                if why:
+                    vdev.virtio_error(why, "qemu-vcpu")
         elif addr == VIRTIO_PCI_QUEUE_SEL:
             if val < VIRTIO_PCI_QUEUE_MAX:
                 vdev.queue_sel = val
@@ -135,16 +379,13 @@ class VirtIOPCIProxy(PCIDevice):
                                 via="userspace")
                 vdev.queue_notify(val, "qemu-vcpu")
         elif addr == VIRTIO_PCI_STATUS:
-            if not val & VIRTIO_CONFIG_S_DRIVER_OK:
-                self.stop_ioeventfd()
-            vdev.set_status(val & 0xFF)
-            if val & VIRTIO_CONFIG_S_DRIVER_OK:
-                self.start_ioeventfd()
-            if vdev.status == 0:
-                self.device_reset()
+            self._status_write(val)
 
     def device_reset(self) -> None:
+        """virtio_pci_reset: the core, then the transport's queue state."""
         self.vdev.reset()
+        if self.modern:
+            self.mqs = [_ModernQueue() for _ in self.vdev.vqs]
         self.trace.emit("qemu-vcpu", "virtio_reset", device=self.vdev.name)
 
     # -- host notifiers (the ioeventfd on QUEUE_NOTIFY) -------------------
@@ -157,11 +398,26 @@ class VirtIOPCIProxy(PCIDevice):
             vq.host_notifier = self.qemu.event_notifier_init(f"{self.vdev.name} vq{n} host notifier ({owner})")
             if set_handler:  # main loop: virtio_queue_host_notifier_read
                 self.qemu.main_ctx.set_event_notifier(vq.host_notifier, lambda _vq=vq: self._host_notifier_read(_vq))
-            self.bar.add_eventfd(VIRTIO_PCI_QUEUE_NOTIFY, 2, True, n, vq.host_notifier)
+            self._ioeventfd_assign(n, vq.host_notifier, True)
         else:
-            self.bar.del_eventfd(VIRTIO_PCI_QUEUE_NOTIFY, 2, True, n, vq.host_notifier)
+            self._ioeventfd_assign(n, vq.host_notifier, False)
             self.qemu.main_ctx.set_event_notifier(vq.host_notifier, None)
             vq.host_notifier = None
+
+    def _ioeventfd_assign(self, n: int, e, assign: bool) -> None:
+        """virtio_pci_ioeventfd_assign: the modern notify address (no
+        datamatch; length 0 if KVM has any-length ioeventfds), then the
+        legacy QUEUE_NOTIFY (length 2, datamatch = n)."""
+        if self.modern:
+            length = 0 if self.fast_mmio else 2
+            if assign:
+                self.notify_mr.add_eventfd(self.queue_mem_mult * n, length, False, n, e)
+            else:
+                self.notify_mr.del_eventfd(self.queue_mem_mult * n, length, False, n, e)
+        if assign:
+            self.bar.add_eventfd(VIRTIO_PCI_QUEUE_NOTIFY, 2, True, n, e)
+        else:
+            self.bar.del_eventfd(VIRTIO_PCI_QUEUE_NOTIFY, 2, True, n, e)
 
     def _host_notifier_read(self, vq) -> None:
         vq.host_notifier.test_and_clear()

@@ -51,6 +51,17 @@ class VirtQueue:
     def ready(self) -> bool:
         return self.desc != 0
 
+    def unmappable(self) -> str | None:
+        """virtio_init_region_cache: the reason a ring part is not all in
+        RAM (desc, then used, then avail), or None."""
+        for name, addr, size in (("desc", self.desc, 16 * self.num), ("used", self.used, 4 + 8 * self.num),
+                                 ("avail", self.avail, 4 + 2 * self.num)):
+            try:
+                self.ram.check(addr, size)
+            except GuestMemoryError:
+                return f"Cannot map {name}"
+        return None
+
     # -- ring access ------------------------------------------------------
 
     def _u16(self, addr: int, big: bool) -> int:
@@ -93,6 +104,10 @@ class VirtQueue:
         if flags & VRING_DESC_F_INDIRECT:
             if length % 16 or length == 0:
                 raise VirtioError("Invalid size for indirect buffer table")
+            try:  # virtqueue_split_pop maps the whole table first
+                self.ram.check(addr, length)
+            except GuestMemoryError:
+                raise VirtioError("Cannot map indirect buffer") from None
             table, max_, i = addr, length // 16, 0
             addr, length, flags, nxt = self._read_desc(table, i, big)
         out_sg, in_sg = [], []
@@ -101,6 +116,8 @@ class VirtQueue:
                 raise VirtioError("Nested indirect descriptor")
             if length == 0:
                 raise VirtioError("virtio: zero sized buffers are not allowed")
+            if len(out_sg) + len(in_sg) >= VIRTQUEUE_MAX_SIZE:  # virtqueue_map_desc: iov[] is full
+                raise VirtioError("virtio: too many write descriptors in indirect table")
             try:
                 self.ram.check(addr, length)
             except GuestMemoryError:

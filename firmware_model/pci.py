@@ -62,11 +62,21 @@ class PciFunction:
                 idx += 1
                 continue
             is_io = bool(mask & 1)
-            size = (~(mask & (~0x3 if is_io else ~0xF)) + 1) & 0xFFFFFFFF
-            addr = self.phb.allocate(is_io, size)
-            await self.write(reg, 4, addr | (orig & (0x3 if is_io else 0xF)))
+            wide = not is_io and mask & 0x6 == 0x4 and idx < 5   # a 64-bit memory BAR
+            if wide:   # the upper dword is sized the same way (pci-bar-size-mem64)
+                orig_hi = await self.read(reg + 4, 4)
+                await self.write(reg + 4, 4, 0xFFFFFFFF)
+                mask_hi = await self.read(reg + 4, 4)
+                await self.write(reg + 4, 4, orig_hi)
+                size = (~((mask_hi << 32) | (mask & ~0xF)) + 1) & 0xFFFFFFFFFFFFFFFF
+            else:
+                size = (~(mask & (~0x3 if is_io else ~0xF)) + 1) & 0xFFFFFFFF
+            addr = self.phb.allocate(is_io, size, wide)
+            await self.write(reg, 4, (addr & 0xFFFFFFFF) | (orig & (0x3 if is_io else 0xF)))
+            if wide:
+                await self.write(reg + 4, 4, addr >> 32)
             self.bars[idx], self.bar_is_io[idx] = addr, is_io
-            idx += 2 if not is_io and mask & 0x4 else 1
+            idx += 2 if wide else 1
         orig = await self.read(0x30, 4)
         await self.write(0x30, 4, 0xFFFFFFFF)
         await self.read(0x30, 4)
@@ -95,13 +105,22 @@ class Phb:
         self.path = f"/pci@{self.buid:x}"
         self.io_cpu, self.io_size = node["io_window"]
         self.mem_bus, self.mem_cpu, self.mem_size = node["mem_window"]
+        # The 64-bit MMIO range, when the PHB has one (QEMU 2.8+ placement).
+        self.mem64_bus, self.mem64_cpu, self.mem64_size = node.get("mem64_window", (None, None, 0))
         self._next_io = 0x10          # "BARs must not be set to zero"
         self._next_mem = self.mem_bus
+        self._next_mem64 = self.mem64_bus
 
-    def allocate(self, is_io: bool, size: int) -> int:
+    def allocate(self, is_io: bool, size: int, wide: bool = False) -> int:
+        """From the I/O pool, the 64-bit pool (64-bit BARs, when the PHB
+        has a 64-bit range) or the 32-bit memory pool."""
         if is_io:
             addr = (self._next_io + size - 1) & ~(size - 1)
             self._next_io = addr + size
+        elif wide and self.mem64_bus is not None:
+            align = max(size, 0x10000)
+            addr = (self._next_mem64 + align - 1) & ~(align - 1)
+            self._next_mem64 = addr + size
         else:
             align = max(size, 0x10000)  # qemu,mem-bar-min-align
             addr = (self._next_mem + align - 1) & ~(align - 1)
@@ -109,4 +128,8 @@ class Phb:
         return addr
 
     def translate(self, bus_addr: int, is_io: bool) -> int:
-        return self.io_cpu + bus_addr if is_io else self.mem_cpu + (bus_addr - self.mem_bus)
+        if is_io:
+            return self.io_cpu + bus_addr
+        if self.mem64_bus is not None and self.mem64_bus <= bus_addr < self.mem64_bus + self.mem64_size:
+            return self.mem64_cpu + (bus_addr - self.mem64_bus)
+        return self.mem_cpu + (bus_addr - self.mem_bus)

@@ -14,6 +14,7 @@ from firmware_model.disk_label import DiskLabel
 from firmware_model.elf import ElfError, entry_point, load as elf_load
 from firmware_model.hvcall import HvCalls
 from firmware_model.pci import Phb, PciFunction
+from firmware_model.virtio import setup_vd
 from firmware_model.virtio_blk import VirtioBlk
 
 LOAD_BASE = 0x4000                # default-load-base (board-qemu/slof/OF.fs)
@@ -50,6 +51,7 @@ class Slof:
         self.data = data
         self.phb = Phb(device_tree["phb"])
         self.disks: dict[str, tuple] = {}
+        self.transports: dict[str, object] = {}
 
     def phase(self, name: str, **fields) -> None:
         self.trace.emit("guest", "phase", name=name, **fields)
@@ -80,11 +82,14 @@ class Slof:
             await self.print("virtio [ block ]\r\n")
             await fn.assign_bars()
             await fn.enable()
-            # virtio-setup-vd: capability walk; no modern caps -> legacy, BAR 0
-            await fn.capabilities()
-            await fn.read(0x10, 4)
+            # virtio-setup-vd: capability walk; the four virtio 1.0
+            # structures -> modern, otherwise legacy BAR 0
+            transport = await setup_vd(fn)
+            self.trace.emit("guest", "virtio_transport", devfn=devfn,
+                            kind="modern" if transport.modern else "legacy")
             await fn.disable()
             self.disks[f"{self.phb.path}/scsi@{devfn >> 3:x}"] = (fn, None)
+            self.transports[f"{self.phb.path}/scsi@{devfn >> 3:x}"] = transport
 
     async def boot(self) -> dict:
         self.phase("boot")
@@ -105,7 +110,7 @@ class Slof:
         await fn.enable()                 # device open: master/mem/io on
         if blk is None:                   # virtio-block init runs on first open only
             self.phase("virtio init")
-            blk = VirtioBlk(self.hv, self.trace, fn.cpu_address(0), self.ring, self.hdr, self.status,
+            blk = VirtioBlk(self.hv, self.trace, self.transports[dev], self.ring, self.hdr, self.status,
                             self.costs, self.timeout_ms)
             if not await blk.init():
                 await self.print("virtioblk_init: failed\r\n")

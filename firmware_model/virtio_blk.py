@@ -1,36 +1,38 @@
-"""SLOF's libvirtio legacy transport and virtio-blk driver
-(lib/libvirtio/virtio.c, virtio-blk.c).
+"""SLOF's virtio-blk driver (lib/libvirtio/virtio-blk.c) over either
+libvirtio transport (firmware_model/virtio.py).
 
-Init is the 11-access legacy sequence of real SLOF (real-slof/README.md);
-each request re-reads capacity and blk_size, fills a 3-descriptor chain,
-publishes it, writes QUEUE_NOTIFY through H_LOGICAL_CI_STORE and polls
-used->idx in RAM until it moves or VIRTIO_TIMEOUT (5000 ms) passes.
+Init is real SLOF's sequence: 11 accesses on legacy BAR 0, 36 through the
+modern common config (feature negotiation with VERSION_1 and FEATURES_OK,
+queue_enable); real-slof/tables_*.md. Each request re-reads capacity and
+blk_size, fills a 3-descriptor chain, publishes it, notifies the queue
+through H_LOGICAL_CI_STORE and polls used->idx in RAM until it moves or
+VIRTIO_TIMEOUT (5000 ms) passes. Legacy rings are big-endian (the device
+follows the guest), modern ones little-endian.
 """
 
 from sim import vtime
 from sim.abi.virtio import (
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_T_BARRIER, VIRTIO_BLK_T_IN, VIRTIO_CONFIG_S_ACKNOWLEDGE,
-    VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_PCI_CONFIG_OFF_NO_MSIX,
-    VIRTIO_PCI_GUEST_FEATURES, VIRTIO_PCI_HOST_FEATURES, VIRTIO_PCI_QUEUE_NOTIFY,
-    VIRTIO_PCI_QUEUE_NUM, VIRTIO_PCI_QUEUE_PFN, VIRTIO_PCI_QUEUE_SEL, VIRTIO_PCI_STATUS,
-    VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, layouts, vring_addrs, vring_size,
+    VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK,
+    VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, layouts, vring_addrs, vring_size,
 )
 from sim.cpu import TIMEBASE_FREQ
 
 VIRTIO_TIMEOUT_MS = 5000
-CFG = VIRTIO_PCI_CONFIG_OFF_NO_MSIX  # SLOF never enables MSI-X
+# DRIVER_FEATURE_SUPPORT (virtio-blk.c)
+DRIVER_FEATURE_SUPPORT = (1 << VIRTIO_BLK_F_BLK_SIZE) | (1 << VIRTIO_F_VERSION_1)
 
 
 class VirtioBlk:
     """struct virtio_device + the virtio-blk request path."""
 
-    def __init__(self, hv, trace, base: int, ring: int, hdr: int, status: int, costs,
+    def __init__(self, hv, trace, transport, ring: int, hdr: int, status: int, costs,
                  timeout_ms: int = VIRTIO_TIMEOUT_MS):
         self.hv = hv
         self.cpu = hv.cpu
         self.ram = hv.cpu.ram
         self.trace = trace
-        self.base = base          # legacy.addr: BAR0 as a CPU real address
+        self.t = transport        # LegacyTransport or ModernTransport
         self.ring = ring
         self.hdr = hdr            # the static blkhdr
         self.status_addr = status  # the stack byte `volatile uint8_t status = -1`
@@ -38,46 +40,58 @@ class VirtioBlk:
         self.timeout_ms = timeout_ms
         self.qsize = 0
         self.block_size = 512
-        self.L = layouts(True)    # legacy rings are big-endian for a big-endian SLOF
+        self.big = transport.big_endian
+        self.L = layouts(self.big)  # legacy rings are big-endian for a big-endian SLOF
 
     async def init(self) -> int:
-        """virtioblk_init, legacy: returns the block size."""
-        hv, b = self.hv, self.base
-        await hv.ci_write(1, b + VIRTIO_PCI_STATUS, 0)  # virtio_reset_device
-        await hv.ci_write(1, b + VIRTIO_PCI_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE)
-        await hv.ci_write(1, b + VIRTIO_PCI_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER)
-        await hv.ci_write_le(4, b + VIRTIO_PCI_GUEST_FEATURES, 1 << VIRTIO_BLK_F_BLK_SIZE)
-        await hv.ci_write_le(2, b + VIRTIO_PCI_QUEUE_SEL, 0)       # virtio_get_qsize
-        self.qsize = await hv.ci_read_le(2, b + VIRTIO_PCI_QUEUE_NUM)
+        """virtioblk_init: returns the block size, or 0 on failure."""
+        t = self.t
+        status = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER
+        await t.set_status(0)                       # virtio_reset_device
+        await t.set_status(VIRTIO_CONFIG_S_ACKNOWLEDGE)
+        await t.set_status(status)
+        if t.modern:
+            if not await t.negotiate(DRIVER_FEATURE_SUPPORT, self.hv.put_term_char):
+                return await self._dev_error(status)
+            status = await t.get_status()
+        else:
+            await t.set_guest_features(1 << VIRTIO_BLK_F_BLK_SIZE)
+        self.qsize = await t.get_qsize(0)           # virtio_queue_init_vq
         if not self.qsize:
-            return 0
+            return await self._dev_error(status)
         self.ram.write(self.ring, bytes(vring_size(self.qsize)))  # memset 0
-        await hv.ci_write_le(2, b + VIRTIO_PCI_QUEUE_SEL, 0)       # virtio_set_qaddr
-        await hv.ci_write_le(4, b + VIRTIO_PCI_QUEUE_PFN, self.ring >> 12)
         self.desc, self.avail, self.used = vring_addrs(self.ring, self.qsize)
+        await t.set_qaddr(0, self.desc, self.avail, self.used)
         self.ram.write(self.avail, self.L.avail_hdr.build(dict(flags=VRING_AVAIL_F_NO_INTERRUPT, idx=0)))
-        await hv.ci_write(1, b + VIRTIO_PCI_STATUS,
-                          VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK)
-        features = await hv.ci_read_le(4, b + VIRTIO_PCI_HOST_FEATURES)
+        await t.set_status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK
+                           | (VIRTIO_CONFIG_S_FEATURES_OK if t.modern else 0))
+        features = await t.get_host_features()
         if features & (1 << VIRTIO_BLK_F_BLK_SIZE):
-            self.block_size = await hv.ci_read(4, b + CFG + 20)  # legacy config: no swap
+            self.block_size = await t.get_config32(20)
         return self.block_size
+
+    async def _dev_error(self, status: int) -> int:
+        """dev_error: the caller prints "virtioblk_init: failed"; the
+        device is marked FAILED."""
+        await self.t.set_status(status | VIRTIO_CONFIG_S_FAILED)
+        return 0
 
     async def transfer(self, buf: int, blocknum: int, cnt: int, rtype: int = VIRTIO_BLK_T_IN) -> int:
         """virtioblk_transfer: blocks moved (cnt) or 0."""
-        hv, b, ram, L = self.hv, self.base, self.ram, self.L
+        hv, t, ram, L = self.hv, self.t, self.ram, self.L
+        order = "big" if self.big else "little"
         await self.cpu.compute(self.costs.slof_per_request)
-        lo = await hv.ci_read(4, b + CFG + 0)
-        hi = await hv.ci_read(4, b + CFG + 4)
-        capacity = (hi << 32) | lo   # reads cfg+0 as the low word: harmless below 2^32 sectors
+        lo = await t.get_config32(0)
+        hi = await t.get_config32(4)
+        capacity = (hi << 32) | lo   # legacy: reads cfg+0 as the low word, harmless below 2^32 sectors
         if blocknum + cnt - 1 > capacity:
             await hv.put_term_char("virtioblk_transfer: Access beyond end of device!\r\n")
             return 0
-        blk_size = await hv.ci_read(4, b + CFG + 20)
+        blk_size = await t.get_config32(20)
         if blk_size % 512:
             await hv.put_term_char(f"virtio-blk: Unaligned sector size {blk_size}\n")
             return 0
-        avail_idx = int.from_bytes(ram.read(self.avail + 2, 2), "big")
+        avail_idx = int.from_bytes(ram.read(self.avail + 2, 2), order)
         last_used_idx = ram.read(self.used + 2, 2)
         ram.write(self.hdr, L.blk_outhdr_fast.pack(rtype | VIRTIO_BLK_T_BARRIER, 1, blocknum * blk_size // 512))
         ram.write(self.status_addr, b"\xff")
@@ -89,11 +103,11 @@ class VirtioBlk:
         ram.write(self.desc + 16 * ((d + 1) % q),
                   pack(buf, cnt * blk_size, VRING_DESC_F_NEXT | write_flag, (d + 2) % q))
         ram.write(self.desc + 16 * ((d + 2) % q), pack(self.status_addr, 1, VRING_DESC_F_WRITE, 0))
-        ram.write(self.avail + 4 + 2 * (avail_idx % q), d.to_bytes(2, "big"))
-        ram.write(self.avail + 2, ((avail_idx + 1) & 0xFFFF).to_bytes(2, "big"))
+        ram.write(self.avail + 4 + 2 * (avail_idx % q), d.to_bytes(2, order))
+        ram.write(self.avail + 2, ((avail_idx + 1) & 0xFFFF).to_bytes(2, order))
         self.trace.emit("guest", "virtio_blk_submit", type=rtype, sector=blocknum * blk_size // 512,
                         count=cnt, avail_idx=avail_idx + 1)
-        await hv.ci_write_le(2, b + VIRTIO_PCI_QUEUE_NOTIFY, 0)   # virtio_queue_notify
+        await t.queue_notify(0)
         if not await self._wait_used(last_used_idx):
             self.trace.emit("guest", "virtio_timeout", sector=blocknum, count=cnt, timeout_ms=self.timeout_ms)
         status = ram.read(self.status_addr, 1)[0]

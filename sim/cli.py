@@ -306,8 +306,14 @@ def main(argv=None) -> int:
     m.add_argument("--size-mib", type=int, default=16)
     m.add_argument("--no-active", action="store_true", help="clear the PReP partition's boot flag (MBR)")
     m.add_argument("--gpt", action="store_true", help="GPT (protective MBR, PReP type GUID) instead of MBR")
+    f = sub.add_parser("fuzz", help="a hostile guest against KVM, QEMU and the devices")
+    f.add_argument("--seconds", type=float, default=10.0, help="wall-clock budget (default 10)")
+    f.add_argument("--seed", type=int, default=0)
     try:
         args = p.parse_args(argv)
+        if args.cmd == "fuzz":
+            from sim.fuzz import cmd_fuzz
+            return cmd_fuzz(args)
         return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "mkdisk": cmd_mkdisk,
                 "explain": cmd_explain, "compare": cmd_compare}[args.cmd](args)
     except ScenarioError as exc:

@@ -6,17 +6,33 @@ trace events: their time, the layer, and the real-stack function.
 """
 
 from sim.abi import papr
-from sim.abi.virtio import VIRTIO_PCI_QUEUE_NOTIFY
+from sim.abi.virtio import VIRTIO_PCI_MODERN_MEM_BAR, VIRTIO_PCI_NOTIFY_OFF, VIRTIO_PCI_QUEUE_NOTIFY
 
 
 def _step(e, layer: str, func: str, text: str) -> dict:
     return {"t_us": e.t_ns / 1000, "layer": layer, "function": func, "text": text}
 
 
-def notify_addrs(result) -> set[int]:
+def _legacy_notify_addrs(result) -> set[int]:
     io = result.machine.io_win_addr
     return {io + e.fields["addr"] + VIRTIO_PCI_QUEUE_NOTIFY for e in result.trace.named("pci_bar_map")
             if e.fields["bar"] == 0 and e.fields["addr"] is not None}
+
+
+def notify_addrs(result) -> set[int]:
+    """CPU addresses of queue 0's notify register: legacy BAR 0 + 16 and,
+    on a transitional device, the modern notify area in BAR 4."""
+    addrs = _legacy_notify_addrs(result)
+    node = result.machine.phb_node
+    for e in result.trace.named("pci_bar_map"):
+        if e.fields["bar"] != VIRTIO_PCI_MODERN_MEM_BAR or e.fields["addr"] is None:
+            continue
+        bus = e.fields["addr"]
+        for win in (node.get("mem64_window"), node["mem_window"]):
+            if win is not None and win[0] <= bus < win[0] + win[2]:
+                addrs.add(win[1] + bus - win[0] + VIRTIO_PCI_NOTIFY_OFF)
+                break
+    return addrs
 
 
 def _pick(events) -> int | None:
@@ -48,9 +64,11 @@ def diagnose(result) -> list[dict]:
         return steps
     call = ev[i]
     addr = call.fields["r5"]
+    legacy = addr in _legacy_notify_addrs(result)
     steps.append(_step(call, "SLOF", "virtio_queue_notify",
                        f"hcall 0x40 H_LOGICAL_CI_STORE size {call.fields['r4']} addr 0x{addr:x} "
-                       f"val 0x{call.fields['r6']:x} (QUEUE_NOTIFY <- 0)"))
+                       f"val 0x{call.fields['r6']:x} "
+                       + ("(QUEUE_NOTIFY <- 0)" if legacy else "(modern notify area, queue 0)")))
     notify_t = call.t_ns
     j = i + 1
     while j < len(ev) and ev[j].name != "hcall_done":
@@ -69,9 +87,15 @@ def diagnose(result) -> list[dict]:
         elif e.name == "exit":
             steps.append(_step(e, "KVM", "kvmppc_handle_exit", f"{f['reason']} nr 0x{f['nr']:x} to QEMU: {f['why']}"))
         elif e.name == "h_logical_store":
-            steps.append(_step(e, "QEMU", "h_logical_store", f"stw_phys(0x{f['addr']:x}) -> virtio-pci BAR0"))
+            steps.append(_step(e, "QEMU", "h_logical_store", f"stw_phys(0x{f['addr']:x}) -> virtio-pci "
+                               + ("BAR0" if legacy else "BAR4 notify")))
         elif e.name == "virtio_queue_notify":
-            steps.append(_step(e, "QEMU", "virtio_ioport_write", f"QUEUE_NOTIFY -> virtio_queue_notify(vq {f['queue']})"))
+            if legacy:
+                steps.append(_step(e, "QEMU", "virtio_ioport_write",
+                                   f"QUEUE_NOTIFY -> virtio_queue_notify(vq {f['queue']})"))
+            else:
+                steps.append(_step(e, "QEMU", "virtio_pci_notify_write",
+                                   f"notify area -> virtio_queue_notify(vq {f['queue']})"))
         elif e.name == "virtio_blk_handle_output":
             if f["processed"]:
                 text = "no dataplane: QEMU serves the queue itself"

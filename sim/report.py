@@ -7,7 +7,7 @@ trace events, so each can be traced back to the events behind it.
 from collections import Counter
 
 from sim.abi import papr
-from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX
+from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR
 from sim.diagnosis import diagnose, notify_addrs  # noqa: F401  (diagnose is re-exported)
 from sim.perfetto import phase_spans
 
@@ -20,6 +20,22 @@ def _bar0_ranges(result):
         f = e.fields
         if f["bar"] == 0 and f["addr"] is not None and f["space"] == "io":
             spans.add((io_base + f["addr"], f["size"]))
+    return sorted(spans)
+
+
+def _bar4_ranges(result):
+    """CPU address ranges of the modern BAR 4 (transitional devices), its
+    bus address translated through the PHB's memory windows."""
+    node = result.machine.phb_node
+    spans = set()
+    for e in result.trace.named("pci_bar_map"):
+        f = e.fields
+        if f["bar"] != VIRTIO_PCI_MODERN_MEM_BAR or f["addr"] is None:
+            continue
+        for win in (node.get("mem64_window"), node["mem_window"]):
+            if win is not None and win[0] <= f["addr"] < win[0] + win[2]:
+                spans.add((win[1] + f["addr"] - win[0], f["size"]))
+                break
     return sorted(spans)
 
 
@@ -36,23 +52,25 @@ def hcall_pairs(trace):
 
 def register_accesses(result) -> list[dict]:
     """Guest accesses to the virtio BAR, value as the guest meant it: LE
-    header registers un-swapped, guest-endian device config as read."""
-    spans = _bar0_ranges(result)
+    header registers un-swapped, guest-endian device config as read. On a
+    transitional device BAR 4 too, where everything is little-endian."""
+    spans = [(b, n, 0) for b, n in _bar0_ranges(result)]
+    spans += [(b, n, VIRTIO_PCI_MODERN_MEM_BAR) for b, n in _bar4_ranges(result)]
     out = []
     for call, done in hcall_pairs(result.trace):
         nr = call.fields["nr"]
         if nr not in (papr.H_LOGICAL_CI_LOAD, papr.H_LOGICAL_CI_STORE):
             continue
         size, addr = call.fields["r4"], call.fields["r5"]
-        base = next((b for b, n in spans if b <= addr < b + n), None)
+        base, bar = next(((b, i) for b, n, i in spans if b <= addr < b + n), (None, None))
         if base is None or size not in (1, 2, 4, 8):
             continue
         off = addr - base
         raw = call.fields["r6"] if nr == papr.H_LOGICAL_CI_STORE else done.fields["r4"]
         raw &= (1 << (8 * size)) - 1
-        value = raw if off >= VIRTIO_PCI_CONFIG_OFF_NO_MSIX or size == 1 else \
+        value = raw if bar == 0 and off >= VIRTIO_PCI_CONFIG_OFF_NO_MSIX or size == 1 else \
             int.from_bytes(raw.to_bytes(size, "big"), "little")
-        out.append({"bar": 0, "offset": off, "size": size,
+        out.append({"bar": bar, "offset": off, "size": size,
                     "rw": "W" if nr == papr.H_LOGICAL_CI_STORE else "R", "value": value})
     return out
 

@@ -28,7 +28,7 @@ SCHEMA = {
          "disk": dict, "firmware": dict, "costs": dict, "expect": dict},
     "kernel": {"version": str, "kvm": str, "host_endian": str, "logical_ci_handlers": bool},
     "qemu": {"version": str, "enable_logical_ci_hcalls": bool, "forward_userspace_kick": bool,
-             "emulate_ioeventfd": bool},
+             "emulate_ioeventfd": bool, "disable_modern": bool, "disable-modern": bool},
     "machine": {"ram_mib": int},
     "device": {"iothread": bool, "ioeventfd": bool, "queue_size": int},
     "disk": {"image": str, "writable": bool, "persist": bool, "part_sectors": int, "part_start": int,
@@ -53,6 +53,7 @@ class Scenario:
     enable_logical_ci: bool = False
     forward_userspace_kick: bool = False
     emulate_ioeventfd: bool = False
+    disable_modern: bool = True
     iothread: bool = False
     ioeventfd: bool = True
     queue_size: int = 128
@@ -128,6 +129,18 @@ def load(path: str) -> Scenario:
     # "memory: emulate ioeventfd" (2.5, 8c56c1a); overridable to show each alone.
     s.forward_userspace_kick = q.get("forward_userspace_kick", s.qemu_version >= (4, 2))
     s.emulate_ioeventfd = q.get("emulate_ioeventfd", s.qemu_version >= (2, 5))
+    # virtio-pci disable-modern: true is a legacy-only device (the model's
+    # default, whatever the version, so scenarios stay legacy unless they
+    # ask); false is transitional (legacy BAR 0 plus the virtio 1.0
+    # capabilities), which real QEMU 2.7+ gives by default and SLOF then
+    # drives through the modern interface. QEMU's own spelling is accepted.
+    if "disable_modern" in q and "disable-modern" in q:
+        raise ScenarioError(f"{path}: [qemu] disable-modern: given twice (as disable_modern and "
+                            "disable-modern); expected one")
+    s.disable_modern = q.get("disable_modern", q.get("disable-modern", True))
+    if not s.disable_modern and s.qemu_version < (2, 4):
+        raise ScenarioError(f"{path}: [qemu] disable_modern: QEMU {q['version']} has no virtio 1.0 "
+                            "(modern virtio-pci came in 2.4); expected true or version >= 2.4")
     s.iothread = d.get("iothread", False)
     s.ioeventfd = d.get("ioeventfd", True)
     if s.iothread and not s.ioeventfd:

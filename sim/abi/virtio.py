@@ -1,9 +1,10 @@
 """Virtio 0.9.5 / 1.0 layouts and numbers shared by driver and device.
 
-Split virtqueue (virtio_ring.h), virtio-blk (virtio_blk.h) and the legacy
-virtio-pci BAR0 map (virtio_pci.h). Legacy rings and config use the
+Split virtqueue (virtio_ring.h), virtio-blk (virtio_blk.h), the legacy
+virtio-pci BAR0 map and the virtio 1.0 ("modern") PCI capabilities and
+common configuration (virtio_pci.h). Legacy rings and config use the
 device's endianness (big for a big-endian SLOF), so each layout is declared
-once as a function of the byte order.
+once as a function of the byte order; everything modern is little-endian.
 """
 
 import functools
@@ -48,6 +49,62 @@ LEGACY_REGS = {
     VIRTIO_PCI_ISR: "ISR",
 }
 
+
+def _field_offsets(layout: c.Struct) -> dict[str, tuple[int, int]]:
+    """name -> (offset, size) of each field of a flat layout."""
+    out, off = {}, 0
+    for sub in layout.subcons:
+        n = sub.sizeof()
+        out[sub.name] = (off, n)
+        off += n
+    return out
+
+
+# Virtio 1.0 PCI capabilities (virtio_pci.h): a vendor capability (id 0x09)
+# per structure, each naming a BAR, an offset in it and a length.
+PCI_CAP_ID_VNDR = 0x09
+VIRTIO_PCI_CAP_COMMON_CFG = 1
+VIRTIO_PCI_CAP_NOTIFY_CFG = 2
+VIRTIO_PCI_CAP_ISR_CFG = 3
+VIRTIO_PCI_CAP_DEVICE_CFG = 4
+VIRTIO_PCI_CAP_PCI_CFG = 5
+
+# struct virtio_pci_cap; the notify capability appends notify_off_multiplier,
+# the PCI-config-access capability appends pci_cfg_data[4].
+virtio_pci_cap = c.Struct(
+    "cap_vndr" / c.Int8ul, "cap_next" / c.Int8ul, "cap_len" / c.Int8ul, "cfg_type" / c.Int8ul,
+    "bar" / c.Int8ul, "padding" / c.Padding(3), "offset" / c.Int32ul, "length" / c.Int32ul,
+)
+virtio_pci_notify_cap = c.Struct("cap" / virtio_pci_cap, "notify_off_multiplier" / c.Int32ul)
+virtio_pci_cfg_cap = c.Struct("cap" / virtio_pci_cap, "pci_cfg_data" / c.Bytes(4))
+CAP_FIELDS = {name: off for name, (off, _) in _field_offsets(virtio_pci_cap).items()}
+VIRTIO_PCI_NOTIFY_CAP_MULT = _field_offsets(virtio_pci_notify_cap)["notify_off_multiplier"][0]
+
+# struct virtio_pci_common_cfg (little-endian, in the modern memory BAR).
+virtio_pci_common_cfg = c.Struct(
+    "device_feature_select" / c.Int32ul, "device_feature" / c.Int32ul,
+    "driver_feature_select" / c.Int32ul, "driver_feature" / c.Int32ul,
+    "msix_config" / c.Int16ul, "num_queues" / c.Int16ul,
+    "device_status" / c.Int8ul, "config_generation" / c.Int8ul,
+    "queue_select" / c.Int16ul, "queue_size" / c.Int16ul, "queue_msix_vector" / c.Int16ul,
+    "queue_enable" / c.Int16ul, "queue_notify_off" / c.Int16ul,
+    "queue_desc_lo" / c.Int32ul, "queue_desc_hi" / c.Int32ul,
+    "queue_avail_lo" / c.Int32ul, "queue_avail_hi" / c.Int32ul,
+    "queue_used_lo" / c.Int32ul, "queue_used_hi" / c.Int32ul,
+)
+COMMON_CFG_FIELDS = _field_offsets(virtio_pci_common_cfg)
+COMMON_CFG = {name: off for name, (off, _) in COMMON_CFG_FIELDS.items()}
+COMMON_REGS = {off: name for name, off in COMMON_CFG.items()}
+
+# QEMU's layout of the modern memory BAR (virtio_pci_realize): each region
+# 0x1000 bytes, the notify region queue_mem_mult * VIRTIO_QUEUE_MAX.
+VIRTIO_PCI_COMMON_OFF, VIRTIO_PCI_ISR_OFF, VIRTIO_PCI_DEVICE_OFF, VIRTIO_PCI_NOTIFY_OFF = \
+    0x0, 0x1000, 0x2000, 0x3000
+VIRTIO_PCI_REGION_SIZE = 0x1000
+VIRTIO_QUEUE_MAX = 1024
+QEMU_VIRTIO_PCI_QUEUE_MEM_MULT = 0x1000   # with page-per-vq; 4 without
+VIRTIO_PCI_MODERN_MEM_BAR = 4             # modern_mem_bar_idx (BAR 4 + 5, 64-bit)
+
 PCI_VENDOR_ID_REDHAT_QUMRANET = 0x1AF4
 PCI_DEVICE_ID_VIRTIO_BLOCK = 0x1001
 VIRTIO_ID_BLOCK = 2
@@ -71,6 +128,10 @@ VIRTIO_RING_F_INDIRECT_DESC = 28
 VIRTIO_RING_F_EVENT_IDX = 29
 VIRTIO_F_BAD_FEATURE = 30
 VIRTIO_F_VERSION_1 = 32
+VIRTIO_F_IOMMU_PLATFORM = 33
+VIRTIO_F_RING_RESET = 40
+# virtio.h VIRTIO_LEGACY_FEATURES: never offered through the modern interface
+VIRTIO_LEGACY_FEATURES = (1 << VIRTIO_F_BAD_FEATURE) | (1 << VIRTIO_F_NOTIFY_ON_EMPTY) | (1 << VIRTIO_F_ANY_LAYOUT)
 
 # Descriptor flags and avail/used flags (virtio_ring.h)
 VRING_DESC_F_NEXT = 1

@@ -25,6 +25,9 @@ class KernelConfig:
         major, minor = (int(x) for x in version.split(".")[:2])
         # kvmppc_h_logical_ci_load/store arrived with commit 99342cf, Linux 4.1.
         self.logical_ci_handlers = (major, minor) >= (4, 1) if logical_ci_handlers is None else logical_ci_handlers
+        # KVM_CAP_IOEVENTFD_ANY_LENGTH (122) sits between 121 and 123, both
+        # Linux 4.4-4.5 numbers: taken as 4.4 (unverified).
+        self.ioeventfd_any_length = (major, minor) >= (4, 4)
 
 
 class KvmVm:
@@ -64,6 +67,8 @@ class KvmVm:
     # -- VM ioctls --------------------------------------------------------
 
     def ioctl_check_extension(self, cap: int) -> int:
+        if cap == uapi.KVM_CAP_IOEVENTFD_ANY_LENGTH:
+            return int(self.kernel.ioeventfd_any_length)
         return 1 if cap in (uapi.KVM_CAP_PPC_ENABLE_HCALL, uapi.KVM_CAP_IOEVENTFD) else 0
 
     def ioctl_enable_cap(self, raw: bytes) -> int:

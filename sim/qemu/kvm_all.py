@@ -7,7 +7,7 @@ space is MMIO through the PHB window).
 
 from sim.abi import papr
 from sim.abi.kvm import (
-    KVM_CAP_PPC_ENABLE_HCALL, KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, errno_name,
+    KVM_CAP_IOEVENTFD_ANY_LENGTH, KVM_CAP_PPC_ENABLE_HCALL, KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, errno_name,
     kvm_enable_cap, kvm_ioeventfd,
 )
 from sim.qemu.memory import TARGET_BIG_ENDIAN, bswap
@@ -39,6 +39,12 @@ class KvmMemoryListener:
 
     def eventfd_del(self, addr, size, match, data, e) -> None:
         self._ioctl(addr, size, match, data, e, True)
+
+
+def kvm_ioeventfd_any_length_enabled(vm) -> bool:
+    """kvm_init: kvm_ioeventfd_any_length_allowed = kvm_check_extension(
+    KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0."""
+    return vm.ioctl_check_extension(KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0
 
 
 def kvmppc_enable_hcall(vm, hcall: int) -> int:

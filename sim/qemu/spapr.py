@@ -11,7 +11,7 @@ from sim.abi import papr
 from sim.abi.kvm import KVM_EXIT_PAPR_HCALL
 from sim.kvm.vcpu import SIM_GUEST_IDLE
 from sim.qemu.aio import AioContext
-from sim.qemu.kvm_all import KvmMemoryListener, kvmppc_enable_logical_ci_hcalls
+from sim.qemu.kvm_all import KvmMemoryListener, kvm_ioeventfd_any_length_enabled, kvmppc_enable_logical_ci_hcalls
 from sim.qemu.memory import AddressSpace, MemoryCore, MemoryRegion
 from sim.qemu.spapr_hcall import SpaprHcalls
 from devices.dataplane import VirtIOBlockDataPlane
@@ -25,10 +25,14 @@ SPAPR_PCI_MEM_WIN_BUS_OFFSET = 0x80000000
 
 
 def phb_windows(qemu_version: tuple[int, int]) -> dict:
-    """PHB 0's windows: the 2.1-2.7 fixed layout, or spapr_phb_placement (2.8+)."""
+    """PHB 0's windows: the 2.1-2.7 fixed layout, or spapr_phb_placement (2.8+),
+    which adds a 64-bit MMIO window whose PCI address is its CPU address
+    (mem64_win_pciaddr defaults to mem64_win_addr; real SLOF put the modern
+    virtio BAR 4 at 0x210000000000, real-slof/tr-modern-*_pcicfg.csv)."""
     if qemu_version >= (2, 8):
         base = 1 << 45
-        return dict(io=(base, 0x10000), mem=(base + (1 << 31), (1 << 32) - 0x80000000))
+        return dict(io=(base, 0x10000), mem=(base + (1 << 31), (1 << 32) - 0x80000000),
+                    mem64=(base + (1 << 40), 1 << 40))
     windows_base = 0x10000000000                 # SPAPR_PCI_WINDOW_BASE, index 0
     return dict(io=(windows_base + 0x80000000, 0x10000),      # SPAPR_PCI_IO_WIN_OFF/SIZE
                 mem=(windows_base + 0xA0000000, 0x1000000000 - SPAPR_PCI_MEM_WIN_BUS_OFFSET))
@@ -73,6 +77,9 @@ class SpaprMachine:
         system.add_subregion(win["io"][0], MemoryRegion("pci-io-window", win["io"][1], alias=iospace))
         system.add_subregion(win["mem"][0], MemoryRegion("pci-mem-window", win["mem"][1], alias=memspace,
                                                          alias_offset=SPAPR_PCI_MEM_WIN_BUS_OFFSET))
+        if "mem64" in win:
+            system.add_subregion(win["mem64"][0], MemoryRegion("pci-mem64-window", win["mem64"][1], alias=memspace,
+                                                               alias_offset=win["mem64"][0]))
         self.address_space = AddressSpace("memory", system)
         self.address_space.listeners.append(KvmMemoryListener(vm, vm.host_byteorder == "big", trace))
         self.core.address_spaces.append(self.address_space)
@@ -80,6 +87,8 @@ class SpaprMachine:
         self.phb_node = dict(buid=SPAPR_PCI_BASE_BUID, io_window=win["io"],
                              mem_window=(SPAPR_PCI_MEM_WIN_BUS_OFFSET, win["mem"][0], win["mem"][1]),
                              children=[0])
+        if "mem64" in win:
+            self.phb_node["mem64_window"] = (win["mem64"][0], win["mem64"][0], win["mem64"][1])
         # Threads with an event loop.
         self.main_ctx = AioContext("qemu-main", trace, costs)
         self.iothread_ctx = AioContext("iothread", trace, costs) if cfg.iothread else None
@@ -89,7 +98,13 @@ class SpaprMachine:
                                queue_size=cfg.queue_size)
         self.blk.main_ctx = self.main_ctx
         self.blk.forward_kick_to_host_notifier = cfg.forward_userspace_kick
-        self.proxy = VirtIOPCIProxy(self.blk, PCI_DEVICE_ID_VIRTIO_BLOCK, ioeventfd=cfg.ioeventfd, qemu=self)
+        # disable-modern=off gives a transitional device; page-per-vq is on
+        # for machine types up to 2.7 (HW_COMPAT_2_7); the any-length notify
+        # ioeventfd needs KVM_CAP_IOEVENTFD_ANY_LENGTH (QEMU 2.5+ asks).
+        self.proxy = VirtIOPCIProxy(self.blk, PCI_DEVICE_ID_VIRTIO_BLOCK, ioeventfd=cfg.ioeventfd, qemu=self,
+                                    modern=not cfg.disable_modern, page_per_vq=cfg.qemu_version < (2, 8),
+                                    fast_mmio=not cfg.disable_modern and cfg.qemu_version >= (2, 5)
+                                    and kvm_ioeventfd_any_length_enabled(vm))
         self.bus.plug(0, self.proxy)
         if self.iothread_ctx is not None:
             self.blk.dataplane = VirtIOBlockDataPlane(self.blk, self.iothread_ctx, trace)
@@ -126,7 +141,9 @@ class SpaprMachine:
             self.trace.emit("qemu-vcpu", "pci_cfg_write", reg=reg, size=size, value=args[4])
             dev.config_write(reg, args[4], size)
             return [0]
-        return [-3 & 0xFFFFFFFF] + [0] * (nret - 1)  # RTAS_OUT_NOT_SUPPORTED
+        # spapr_rtas_call, unknown token: only rets[0] is stored (nret is the
+        # guest's and may be anything).
+        return [-3 & 0xFFFFFFFF]  # RTAS_OUT_NOT_SUPPORTED
 
     # -- the vcpu thread ---------------------------------------------------
 

@@ -1,0 +1,125 @@
+"""A hostile guest against the host side (sim/fuzz.py).
+
+Hypothesis drives the same generators as `slofsim fuzz`: arbitrary hcalls
+(numbers, sizes, addresses in RAM, BARs, holes, past RAM and near 2**64,
+values), arbitrary vring contents and arbitrary virtio-blk requests. After
+every operation the campaign's oracle checks the guest's view against
+reference/kvm.md and qemu.md; any host-side exception, hang, or answer the
+real stack would not give fails the example.
+"""
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim import fuzz
+from sim.abi import papr
+from sim.abi.virtio import VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN
+from sim.cli import main
+
+BOUNDED = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+class DataChooser:
+    """fuzz's Chooser over hypothesis draws, so examples shrink."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.data.draw(st.integers(lo, hi))
+
+    def choice(self, seq):
+        return self.data.draw(st.sampled_from(seq))
+
+    def boolean(self) -> bool:
+        return self.data.draw(st.booleans())
+
+
+def _check(case):
+    result = fuzz.run_case(case, wall_limit=5.0)
+    assert result.ok, f"{case}\n{result.failure()}"
+    return result
+
+
+@BOUNDED
+@given(st.data())
+def test_arbitrary_hcalls_get_what_kvm_and_qemu_give(data):
+    _check(fuzz.gen_case(DataChooser(data), "hcall"))
+
+
+@BOUNDED
+@given(st.data())
+def test_arbitrary_vring_contents_never_escape_the_device(data):
+    _check(fuzz.gen_case(DataChooser(data), "ring"))
+
+
+@BOUNDED
+@given(st.data())
+def test_arbitrary_virtio_blk_requests_are_served_or_rejected_as_qemu_does(data):
+    _check(fuzz.gen_case(DataChooser(data), "blk"))
+
+
+# -- the crashes the campaign found, pinned -------------------------------
+
+def _case(kind, ops, config=fuzz.SERVING[1], queue_size=8, writable=False):
+    return fuzz.Case(kind, config, queue_size, writable, 0, ops)
+
+
+def test_rtas_with_unknown_token_and_huge_nret():
+    """spapr_rtas_call stores only rets[0]; the model built a list of nret
+    words (MemoryError, or a wall-clock hang)."""
+    r = _check(_case("hcall", [fuzz.Rtas(("ram", fuzz.RTAS_BUF), 0, 3, 0xFFFFFFFF, (0, 0, 0, 0, 0))]))
+    assert r.ops["rtas"] == 1
+
+
+def test_used_ring_past_the_end_of_ram_breaks_the_device():
+    """QUEUE_PFN on the last page: desc fits, used does not. The completion
+    wrote the used ring outside RAM (GuestMemoryError in the IOThread);
+    now virtio_init_region_cache's "Cannot map used"."""
+    r = _check(_case("ring", [fuzz.Pfn((fuzz.RAM_SIZE >> 12) - 1)]))
+    assert r.device_errors == {"Cannot map used": 1}
+
+
+def test_looping_indirect_table_is_bounded_by_the_iov_array():
+    """A 4 MiB indirect table whose first entries loop: the walk ran up to
+    len/16 descriptors (a hang); QEMU's iov array stops it at 1024."""
+    loop = tuple((("data", 0), 16, 1, (i + 1) % 4) for i in range(4))   # NEXT, 0->1->2->3->0
+    ring = fuzz.Ring(((0, ("indirect", 0), 0x400000, 4, 0),), loop, ((0, 0),), 1, 0)
+    r = _check(_case("ring", [ring]))
+    assert r.device_errors == {"virtio: too many write descriptors in indirect table": 1}
+
+
+def test_indirect_table_past_the_end_of_ram():
+    ring = fuzz.Ring(((0, ("indirect", 0), 0xFFFFFFF0, 4, 0),), (), ((0, 0),), 1, 0)
+    assert _check(_case("ring", [ring])).device_errors == {"Cannot map indirect buffer": 1}
+
+
+def test_header_split_over_two_descriptors_is_served():
+    """QEMU reads the outhdr with iov_to_buf; the model required it in one
+    descriptor and broke the device."""
+    op = fuzz.Blk(VIRTIO_BLK_T_IN, 3, "split", ((1024, "right"),), "byte", False)
+    r = _check(_case("blk", [op]))
+    assert r.statuses == {VIRTIO_BLK_S_OK: 1} and not r.device_errors
+
+
+def test_avail_idx_jump_and_missing_status_byte():
+    jump = fuzz.Ring(((0, ("data", 0), 16, 0, 0),), (), ((0, 0),), 9, 0)
+    r = _check(_case("ring", [jump]))
+    assert r.device_errors == {"Guest moved used index from N to N": 1}
+    missing = fuzz.Blk(VIRTIO_BLK_T_IN, 0, "whole", ((512, "right"),), "missing", False)
+    r = _check(_case("blk", [missing]))
+    assert r.statuses == {VIRTIO_BLK_S_IOERR: 1}   # 511 bytes of data: not a whole sector
+
+
+def test_h_too_hard_never_reaches_the_guest_for_bad_sizes():
+    ops = [fuzz.Hcall(nr, size, ("notify", 0), 0, (0,) * 6)
+           for nr in (papr.H_LOGICAL_CI_LOAD, papr.H_LOGICAL_CI_STORE) for size in (0, 3, 16, 1 << 63)]
+    r = _check(_case("hcall", ops, config=fuzz.SERVING[1]))
+    assert r.hcall_paths == {"exit to QEMU": 8}
+
+
+def test_fuzz_subcommand(capsys):
+    assert main(["fuzz", "--seconds", "1", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "host-side exceptions: 0" in out and "hangs: 0" in out and "inputs tried:" in out
+    assert main(["fuzz", "--seconds", "0"]) == 2
