@@ -9,6 +9,7 @@ from sim import vtime
 from sim.abi.virtio import (
     BLK_TYPE_NAMES, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
     VIRTIO_BLK_T_BARRIER, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_T_SCSI_CMD,
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH,
     VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SCSI, VIRTIO_BLK_F_SEG_MAX,
     VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_F_ANY_LAYOUT, VIRTIO_F_BAD_FEATURE,
@@ -40,6 +41,16 @@ def host_features(qemu_version: tuple[int, int], read_only: bool) -> int:
     if read_only:
         bits.append(VIRTIO_BLK_F_RO)
     return sum(1 << b for b in bits)
+
+
+def request_kind(raw: int) -> int | None:
+    """virtio_blk_handle_request's dispatch in 2015 QEMU: flag tests in the
+    order FLUSH, SCSI_CMD, GET_ID, OUT, then IN only for exactly 0 or
+    BARRIER (so 3 is SCSI_CMD, 5 FLUSH, 9 GET_ID); anything else None."""
+    for flag in (VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_SCSI_CMD, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_OUT):
+        if raw & flag:
+            return flag
+    return VIRTIO_BLK_T_IN if raw in (VIRTIO_BLK_T_IN, VIRTIO_BLK_T_BARRIER) else None
 
 
 class VirtIOBlock(VirtIODevice):
@@ -131,8 +142,10 @@ class VirtIOBlock(VirtIODevice):
         if len(hdr) < 16:
             self.virtio_error("virtio-blk request outhdr too short", actor)
             return
-        rtype, _ioprio, sector = layouts(big).blk_outhdr_fast.unpack(hdr)
-        rtype &= ~VIRTIO_BLK_T_BARRIER
+        raw, _ioprio, sector = layouts(big).blk_outhdr_fast.unpack(hdr)
+        rtype = request_kind(raw)
+        if rtype is None:
+            rtype = raw & ~VIRTIO_BLK_T_BARRIER   # no kind: UNSUPP below
         in_len = elem.in_size()
         data_len = in_len - 1 if rtype == VIRTIO_BLK_T_IN else sum(n for _, n in out) - 16
         self.trace.emit(actor, "blk_request", type=BLK_TYPE_NAMES.get(rtype, str(rtype)), sector=sector,

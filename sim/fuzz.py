@@ -733,19 +733,19 @@ class HostileGuest:
             return "error", None               # outhdr too short
         rtype, _, sector = self.L.blk_outhdr_fast.unpack_from(out_bytes, 0)
         in_len = sum(n for _, n in ins)
-        base = rtype & ~(VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_BARRIER)
-        if base == VIRTIO_BLK_T_IN:
-            is_write = bool(rtype & VIRTIO_BLK_T_OUT)
+        # 2015 QEMU tests flags in this order; IN only for exactly 0 or BARRIER.
+        kind = next((f for f in (VIRTIO_BLK_T_FLUSH, 2, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_OUT) if rtype & f),
+                    VIRTIO_BLK_T_IN if rtype in (0, VIRTIO_BLK_T_BARRIER) else None)
+        if kind in (VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT):
+            is_write = kind == VIRTIO_BLK_T_OUT
             size = len(out_bytes) - 16 if is_write else in_len - 1
             if size % SECTOR or sector > DISK_SECTORS or size // SECTOR > DISK_SECTORS - sector:
                 return VIRTIO_BLK_S_IOERR, in_len
             if is_write and not self.case.writable:
                 return (None if size == 0 else VIRTIO_BLK_S_IOERR), in_len
             return ("read", sector, size) if not is_write else VIRTIO_BLK_S_OK, in_len
-        if rtype & ~VIRTIO_BLK_T_BARRIER in (VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID):
+        if kind in (VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID):
             return VIRTIO_BLK_S_OK, in_len
-        if base in (VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, 2, 11, 13):
-            return None, in_len                # OUT-flagged variants, SCSI, discard: not pinned
         return VIRTIO_BLK_S_UNSUPP, in_len
 
     async def op_blk(self, op: Blk) -> None:

@@ -701,3 +701,14 @@ async def test_driver_ok_assigns_host_notifier_on_queue_notify_and_its_signal_se
     assert req_ev.actor == "qemu-main"
     rig.write(STATUS_REG, S_ACK_DRIVER, 1)            # DRIVER_OK cleared: ioeventfd stopped
     assert rig.proxy.bar.ioeventfds == [] and vq.host_notifier is None
+
+
+@pytest.mark.parametrize("raw, kind", [
+    (0, "IN"), (0x80000000, "IN"), (1, "OUT"), (0x80000001, "OUT"), (4, "FLUSH"), (8, "GET_ID"),
+    (3, "SCSI_CMD"), (5, "FLUSH"), (6, "FLUSH"), (9, "GET_ID"), (12, "FLUSH"), (0x10, None), (0x40000000, None),
+])
+def test_request_type_dispatch_is_2015_qemus_flag_order(raw, kind):
+    from devices.virtio_blk import request_kind
+    from sim.abi.virtio import BLK_TYPE_NAMES
+    got = request_kind(raw)
+    assert (BLK_TYPE_NAMES[got] if got is not None else None) == kind
