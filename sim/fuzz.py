@@ -815,10 +815,13 @@ class HostileGuest:
 
 # -- running a case --------------------------------------------------------
 
-async def _machine(case: Case, result: CaseResult) -> None:
+async def _machine(case: Case, result: CaseResult, disk_file: str | None) -> None:
     scn = case.config.scenario(case.queue_size)
     trace = Trace()
-    backend = BlockBackend.from_bytes(DISK, "fuzz-disk", writable=case.writable)
+    # A file holding DISK's bytes is opened as a user's image would be:
+    # read-only, or with writes in the memory overlay.
+    backend = (BlockBackend(disk_file, writable=case.writable) if disk_file
+               else BlockBackend.from_bytes(DISK, "fuzz-disk", writable=case.writable))
     ram = GuestRAM(RAM_SIZE)
     vm = KvmVm(KernelConfig(scn.kernel_version, scn.kvm, scn.host_endian), ram, trace, scn.costs)
     m = SpaprMachine(scn, vm, ram, backend, trace, scn.costs, Console(trace))
@@ -839,6 +842,7 @@ async def _machine(case: Case, result: CaseResult) -> None:
             nursery.cancel_scope.cancel()
     finally:
         vcpu.close()
+        backend.close()
     result.sim_time = vtime.now()
     for e in trace.events:   # every hcall of the run, the driver's own included
         if e.name == "hcall_done" and e.fields.get("ret") == papr.H_TOO_HARD:
@@ -858,7 +862,7 @@ def _alarm(signum, frame):
     raise _WallClockHang()
 
 
-def run_case(case: Case, wall_limit: float = WALL_LIMIT_S) -> CaseResult:
+def run_case(case: Case, wall_limit: float = WALL_LIMIT_S, disk_file: str | None = None) -> CaseResult:
     """One machine, one hostile guest; never raises for a host-side failure."""
     global _alarm_fired
     _alarm_fired = False
@@ -868,7 +872,7 @@ def run_case(case: Case, wall_limit: float = WALL_LIMIT_S) -> CaseResult:
     if use_alarm:
         signal.setitimer(signal.ITIMER_REAL, wall_limit)
     try:
-        trio.run(_machine, case, result, clock=trio.testing.MockClock(autojump_threshold=0))
+        trio.run(_machine, case, result, disk_file, clock=trio.testing.MockClock(autojump_threshold=0))
     except _WallClockHang:
         result.hung = f"still running after {wall_limit} s of wall time"
     except BaseException as exc:  # noqa: BLE001 -- every escape is the finding
@@ -917,14 +921,14 @@ class Campaign:
         self.violations += [(case, v) for v in r.violations]
 
 
-def campaign(seconds: float, seed: int, clock=time.monotonic) -> Campaign:
+def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | None = None) -> Campaign:
     import random
     ch = RandomChooser(random.Random(seed))
     c = Campaign()
     end = clock() + seconds
     while True:
         case = gen_case(ch)
-        c.add(case, run_case(case))
+        c.add(case, run_case(case, disk_file=disk_file))
         if clock() >= end:
             return c
 

@@ -76,3 +76,14 @@ def test_xz_image_is_never_persisted(tmp_path):
     b.flush()
     assert _read(b, 3) == b"\x11" * SECTOR
     assert _sha(xz) == before
+
+
+def test_a_fuzz_run_leaves_the_image_unchanged(tmp_path):
+    from sim.fuzz import DISK, campaign
+    path = tmp_path / "fuzz.img"
+    path.write_bytes(DISK)
+    before = _sha(path)
+    c = campaign(1.0, seed=2, disk_file=str(path))
+    assert c.ok and c.cases > 0
+    assert c.statuses          # requests were served from the file
+    assert _sha(path) == before
