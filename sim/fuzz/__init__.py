@@ -1,0 +1,36 @@
+"""A hostile guest: a fuzz campaign against the host side (KVM, QEMU, devices).
+
+The guest here is not SLOF. It runs on the same vcpu and reaches the host
+the same ways a real guest does -- `sc 1` hcalls, and guest RAM for the
+rings and buffers -- but with arbitrary hcall numbers, sizes, addresses and
+values, arbitrary vring contents and arbitrary virtio-blk headers. (The CPU
+model has no MMIO trap: device registers are reached through
+H_LOGICAL_CI_LOAD/STORE, as in real mode.)
+
+Each case is one machine (one trio.run). After every operation an oracle
+written from reference/kvm.md and qemu.md, independently of the host code,
+checks what the guest saw:
+
+- no Python exception escapes the host side, and the machine stops within
+  a bounded simulated time (WATCHDOG_S) and wall time (WALL_LIMIT_S);
+- KVM's answer to every hcall: in the kernel exactly when the enable bit,
+  the 4.1 handlers, a size of 1/2/4/8 and an accepting in-kernel device
+  (an ioeventfd: exact address, length, datamatch on the big-endian buffer
+  read in host order) all say so; otherwise an exit, where QEMU's
+  h_logical_load/store give H_PARAMETER for bad sizes; H_TOO_HARD never
+  reaches r3, and a punt leaves r4..r12 as the guest set them;
+- the device either serves a request correctly (status, used id and len,
+  the data read) or does what QEMU does: IOERR/UNSUPP, or virtio_error with
+  QEMU's reason, after which the queue is not served until reset.
+
+Choices come from a Chooser, so the same generators serve hypothesis
+(tests/test_hostile.py) and `slofsim fuzz` (random.Random(seed)).
+"""
+
+from sim.fuzz.campaign import campaign, cmd_fuzz, run_case
+from sim.fuzz.cases import (
+    DISK, RAM_SIZE, RTAS_BUF, SERVING, Blk, Case, Hcall, Pfn, Ring, Rtas, gen_case,
+)
+
+__all__ = ["DISK", "RAM_SIZE", "RTAS_BUF", "SERVING", "Blk", "Case", "Hcall", "Pfn", "Ring", "Rtas",
+           "campaign", "cmd_fuzz", "gen_case", "run_case"]

@@ -1,0 +1,176 @@
+"""Running cases, one machine each, and the campaign behind `slofsim fuzz`."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+import traceback
+from collections import Counter
+
+import trio
+import trio.testing
+
+from devices.block import BlockBackend
+from sim import vtime
+from sim.abi import papr
+from sim.abi.virtio import VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP
+from sim.cpu import PowerCPU
+from sim.kvm.vm import KernelConfig, KvmVm
+from sim.qemu.spapr import Console, SpaprMachine
+from sim.ram import GuestRAM
+from sim.trace import Trace
+from sim.fuzz.cases import (
+    Case, CaseResult, DISK, RAM_SIZE, RandomChooser, WALL_LIMIT_S, WATCHDOG_S, _WallClockHang, gen_case,
+)
+from sim.fuzz.guest import HostileGuest, Oracle
+
+# -- running a case --------------------------------------------------------
+
+async def _machine(case: Case, result: CaseResult, disk_file: str | None) -> None:
+    scn = case.config.scenario(case.queue_size)
+    trace = Trace()
+    # A file holding DISK's bytes is opened as a user's image would be:
+    # read-only, or with writes in the memory overlay.
+    backend = (BlockBackend(disk_file, writable=case.writable) if disk_file
+               else BlockBackend.from_bytes(DISK, "fuzz-disk", writable=case.writable))
+    ram = GuestRAM(RAM_SIZE)
+    vm = KvmVm(KernelConfig(scn.kernel_version, scn.kvm, scn.host_endian), ram, trace, scn.costs)
+    m = SpaprMachine(scn, vm, ram, backend, trace, scn.costs, Console(trace))
+    cpu = PowerCPU(ram)
+    vcpu = vm.create_vcpu(cpu)
+    oracle = Oracle(m, vm, trace, result)
+    vcpu.load_guest(HostileGuest(cpu, m, case, oracle).main())
+    done = False
+    try:
+        async with trio.open_nursery() as nursery:
+            for ctx in (m.main_ctx, m.iothread_ctx):
+                if ctx is not None:
+                    ctx.nursery = nursery
+                    nursery.start_soon(ctx.run)
+            with trio.move_on_after(WATCHDOG_S):
+                await m.kvm_cpu_exec(vcpu)
+                done = True
+            nursery.cancel_scope.cancel()
+    finally:
+        vcpu.close()
+        backend.close()
+    result.sim_time = vtime.now()
+    for e in trace.events:   # every hcall of the run, the driver's own included
+        if e.name == "hcall_done" and e.fields.get("ret") == papr.H_TOO_HARD:
+            result.violations.append(f"hcall 0x{e.fields['nr']:x}: H_TOO_HARD reached the guest")
+    if not done:
+        result.hung = f"the machine did not stop within {WATCHDOG_S} simulated seconds"
+    elif result.sim_time <= 0:
+        result.violations.append("simulated time did not advance")
+
+
+_alarm_fired = False
+
+
+def _alarm(signum, frame):
+    global _alarm_fired
+    _alarm_fired = True
+    raise _WallClockHang()
+
+
+def run_case(case: Case, wall_limit: float = WALL_LIMIT_S, disk_file: str | None = None) -> CaseResult:
+    """One machine, one hostile guest; never raises for a host-side failure."""
+    global _alarm_fired
+    _alarm_fired = False
+    result = CaseResult()
+    use_alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    old = signal.signal(signal.SIGALRM, _alarm) if use_alarm else None
+    if use_alarm:
+        signal.setitimer(signal.ITIMER_REAL, wall_limit)
+    try:
+        trio.run(_machine, case, result, disk_file, clock=trio.testing.MockClock(autojump_threshold=0))
+    except _WallClockHang:
+        result.hung = f"still running after {wall_limit} s of wall time"
+    except BaseException as exc:  # noqa: BLE001 -- every escape is the finding
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        if _alarm_fired:  # the alarm landed inside trio's own code
+            result.hung = f"still running after {wall_limit} s of wall time"
+        else:
+            result.exception = "".join(traceback.format_exception(exc))
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    return result
+
+
+# -- the campaign (slofsim fuzz) -------------------------------------------
+
+@dataclasses.dataclass
+class Campaign:
+    cases: int = 0
+    ops: Counter = dataclasses.field(default_factory=Counter)
+    device_errors: Counter = dataclasses.field(default_factory=Counter)
+    statuses: Counter = dataclasses.field(default_factory=Counter)
+    hcall_paths: Counter = dataclasses.field(default_factory=Counter)
+    exceptions: list = dataclasses.field(default_factory=list)
+    hangs: list = dataclasses.field(default_factory=list)
+    violations: list = dataclasses.field(default_factory=list)
+    sim_time: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.exceptions or self.hangs or self.violations)
+
+    def add(self, case: Case, r: CaseResult) -> None:
+        self.cases += 1
+        self.ops.update(r.ops)
+        self.device_errors.update(r.device_errors)
+        self.statuses.update(r.statuses)
+        self.hcall_paths.update(r.hcall_paths)
+        self.sim_time += r.sim_time
+        if r.exception:
+            self.exceptions.append((case, r.exception))
+        if r.hung:
+            self.hangs.append((case, r.hung))
+        self.violations += [(case, v) for v in r.violations]
+
+
+def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | None = None) -> Campaign:
+    import random
+    ch = RandomChooser(random.Random(seed))
+    c = Campaign()
+    end = clock() + seconds
+    while True:
+        case = gen_case(ch)
+        c.add(case, run_case(case, disk_file=disk_file))
+        if clock() >= end:
+            return c
+
+
+def format_campaign(c: Campaign, seconds: float, seed: int) -> str:
+    names = {VIRTIO_BLK_S_OK: "OK", VIRTIO_BLK_S_IOERR: "IOERR", VIRTIO_BLK_S_UNSUPP: "UNSUPP"}
+    lines = [f"slofsim fuzz: seed {seed}, {seconds:g} s budget",
+             f"inputs tried: {c.cases} machines, {sum(c.ops.values())} operations "
+             f"({', '.join(f'{k} {v}' for k, v in sorted(c.ops.items()))}), "
+             f"{c.sim_time:.3f} simulated s",
+             "request statuses: " + (", ".join(f"{names.get(k, k)} {v}" for k, v in sorted(c.statuses.items()))
+                                     or "none"),
+             "raw hcalls: " + (", ".join(f"{k} {v}" for k, v in sorted(c.hcall_paths.items())) or "none"),
+             "device errors by reason (virtio_error):"]
+    lines += [f"  {v:6d}  {k}" for k, v in c.device_errors.most_common()] or ["  none"]
+    lines.append(f"host-side exceptions: {len(c.exceptions)}")
+    lines.append(f"hangs: {len(c.hangs)}")
+    lines.append(f"oracle violations: {len(c.violations)}")
+    for case, text in (c.exceptions + c.hangs + c.violations)[:3]:
+        lines.append(f"--- first failures: {case}\n{text}")
+    return "\n".join(lines)
+
+
+def cmd_fuzz(args) -> int:
+    """slofsim fuzz: exit 0 only with no host-side exception, hang or
+    oracle violation."""
+    from sim.scenario import ScenarioError
+    if not args.seconds > 0:
+        raise ScenarioError(f"--seconds: expected a positive number, got {args.seconds:g}")
+    c = campaign(args.seconds, args.seed)
+    print(format_campaign(c, args.seconds, args.seed))
+    return 0 if c.ok else 1
