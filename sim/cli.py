@@ -137,6 +137,19 @@ COMPARE_ROWS = ("outcome", "sim_time_us", "hcalls_in_kernel", "hcall_exits", "no
                 "timeouts", "bytes_loaded")
 
 
+def print_compare(con, sums: list[dict]) -> None:
+    """Two runs' figures side by side (compare, and demo)."""
+    keys = list(COMPARE_ROWS) + sorted({f"exits {k}" for s in sums for k in s["exits_by_hcall"]})
+    rows = [[s["exits_by_hcall"].get(k[6:], 0) if k.startswith("exits ") else s[k] for s in sums] for k in keys]
+    if con is not None:
+        term.print_compare(con, keys, [s["scenario"] for s in sums], rows)
+        return
+    w = max(len(k) for k in keys)
+    print(f"{'':<{w}}  {sums[0]['scenario']:>24}  {sums[1]['scenario']:>24}")
+    for k, vals in zip(keys, rows):
+        print(f"{k:<{w}}  {str(vals[0]):>24}  {str(vals[1]):>24}")
+
+
 def cmd_compare(args) -> int:
     from sim import machine
     con = term.console()
@@ -146,16 +159,7 @@ def cmd_compare(args) -> int:
             step(n)
             runs.append(machine.run(load(scenario_path(n))))
             step(advance=1)
-    sums = [report.summary(r) for r in runs]
-    keys = list(COMPARE_ROWS) + sorted({f"exits {k}" for s in sums for k in s["exits_by_hcall"]})
-    rows = [[s["exits_by_hcall"].get(k[6:], 0) if k.startswith("exits ") else s[k] for s in sums] for k in keys]
-    if con is not None:
-        term.print_compare(con, keys, [s["scenario"] for s in sums], rows)
-    else:
-        w = max(len(k) for k in keys)
-        print(f"{'':<{w}}  {sums[0]['scenario']:>24}  {sums[1]['scenario']:>24}")
-        for k, vals in zip(keys, rows):
-            print(f"{k:<{w}}  {str(vals[0]):>24}  {str(vals[1]):>24}")
+    print_compare(con, [report.summary(r) for r in runs])
     if args.plot:
         from sim.plot import plot_lanes
         plot_lanes(runs, args.plot)
@@ -239,6 +243,9 @@ def cmd_demo(args) -> int:
             term.print_summary(con, s, title=f"{name}: {r.scenario.description}")
             term.print_diagnosis(con, report.diagnose(r), title=f"{name}: the causal chain")
     stall, fixed = (report.summary(r) for _, r in runs)
+    print_compare(con, [stall, fixed])
+    if con is None:
+        print()
     cap = ("QEMU never asked for them (KVM_ENABLE_CAP not called)" if stall["enable_cap"] == "not called"
            else f"KVM_ENABLE_CAP returned {stall['enable_cap']}")
     words = [
