@@ -34,8 +34,10 @@ class BlockBackend:
             else:
                 self._fd = os.open(path, os.O_RDWR if self.persist else os.O_RDONLY)
                 size = os.fstat(self._fd).st_size
-        except (OSError, lzma.LZMAError) as exc:
+        except OSError as exc:
             raise BlockError(f"{path}: cannot open disk image: {exc.strerror or exc}") from None
+        except (lzma.LZMAError, EOFError) as exc:   # corrupt or truncated .xz
+            raise BlockError(f"{path}: cannot open disk image: not a valid .xz file ({exc})") from None
         if size < SECTOR or size % SECTOR:
             self.close()
             raise BlockError(f"{path}: disk image is {size} bytes; expected a non-zero multiple of {SECTOR}")

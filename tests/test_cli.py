@@ -94,3 +94,16 @@ def test_check_in_parallel_equals_check_in_one_process(capsys):
     assert main(["check", SCENARIOS, "-j", "2"]) == 0
     assert capsys.readouterr().out == one
     assert main(["check", SCENARIOS, "-j", "0"]) == 2
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.mkdir(), "cannot open disk image"),                                   # a directory
+    (lambda p: p.write_bytes(b"\xfd7zXZ\x00 not really xz"), "not a valid .xz file"),   # corrupt .xz
+    (lambda p: p.write_bytes(b""), "not a valid .xz file"),                               # empty .xz
+])
+def test_unreadable_disk_images_are_user_errors(tmp_path, capsys, make, fragment):
+    img = tmp_path / "bad.img.xz"
+    make(img)
+    assert main(["run", "dataplane-fixed", "--disk", str(img)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and str(img) in err and "Traceback" not in err and err.count("\n") == 1
