@@ -17,3 +17,12 @@ def _once(name):
 def test_two_runs_are_byte_identical():
     for name in ("dataplane-stall", "dataplane-fixed"):
         assert _once(name) == _once(name)
+
+
+def test_perfetto_trace_files_are_byte_identical(tmp_path, capsys):
+    from sim.cli import main
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path in (a, b):
+        main(["run", "dataplane-stall", "--json", "--trace", str(path)])
+    capsys.readouterr()
+    assert a.read_bytes() == b.read_bytes() and len(a.read_bytes()) > 1000
