@@ -1,6 +1,6 @@
 """The one cost table: how much simulated time each step of the stack takes.
 
-Every `trio.sleep` in the model takes its duration from here. Figures are
+Every cost the model charges (sim/vtime.py) takes its duration from here. Figures are
 in seconds; a scenario can override any of them in its [costs] table.
 
 Each figure says where it comes from. SOURCED means a published
