@@ -28,12 +28,17 @@ from sim.abi.virtio import (
     VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_GUEST_FEATURES, VIRTIO_PCI_HOST_FEATURES,
     VIRTIO_PCI_ISR, VIRTIO_PCI_QUEUE_ADDR_SHIFT, VIRTIO_PCI_QUEUE_MAX, VIRTIO_PCI_QUEUE_NOTIFY,
     VIRTIO_PCI_QUEUE_NUM, VIRTIO_PCI_QUEUE_PFN, VIRTIO_PCI_QUEUE_SEL, VIRTIO_PCI_STATUS,
+    VIRTIO_MSI_CONFIG_VECTOR, VIRTIO_MSI_QUEUE_VECTOR,
 )
 from devices.pci import (
     PCI_BASE_ADDRESS_MEM_PREFETCH, PCI_BASE_ADDRESS_MEM_TYPE_64, PCI_BASE_ADDRESS_SPACE_IO,
     PCI_BASE_ADDRESS_SPACE_MEMORY, PCI_CAP_ID_MSIX, PCI_SUBSYSTEM_VENDOR_ID, PCIDevice,
 )
 from sim.qemu.memory import DEVICE_LITTLE_ENDIAN, MemoryRegion, MemoryRegionOps, bswap
+
+MSIX_VECTORS = 2                  # virtio-blk-pci's "vectors" default (DEV_NVECTORS_UNSPECIFIED -> 2)
+VIRTIO_NO_VECTOR = 0xFFFF
+PCI_MSIX_FLAGS_ENABLE, PCI_MSIX_FLAGS_MASKALL = 0x8000, 0x4000
 
 
 class _LegacyOps(MemoryRegionOps):
@@ -100,7 +105,6 @@ class VirtIOPCIProxy(PCIDevice):
         self.use_ioeventfd = ioeventfd   # VIRTIO_PCI_FLAG_USE_IOEVENTFD
         self.ioeventfd_disabled = False
         self.ioeventfd_started = False
-        self.config_off = VIRTIO_PCI_CONFIG_OFF_NO_MSIX
         self.modern = modern        # !disable-modern: a transitional device
         self.fast_mmio = fast_mmio  # kvm_ioeventfd_any_length_enabled()
         self.queue_mem_mult = QEMU_VIRTIO_PCI_QUEUE_MEM_MULT if page_per_vq else 4
@@ -108,9 +112,45 @@ class VirtIOPCIProxy(PCIDevice):
         self.register_bar(0, PCI_BASE_ADDRESS_SPACE_IO, self.bar)
         if modern:
             self._modern_init()
-        # MSI-X (vectors=2) in exclusive BAR 1; SLOF never enables it.
+        # MSI-X (vectors=2) in exclusive BAR 1 (msix_init_exclusive_bar:
+        # table at 0, PBA at 0x800); SLOF never enables it, Linux does.
         self.register_bar(1, PCI_BASE_ADDRESS_SPACE_MEMORY, MemoryRegion("virtio-pci-msix", 0x1000, ops=_MsixOps()))
-        self.add_capability(PCI_CAP_ID_MSIX, 12)
+        self.msix_nvectors = MSIX_VECTORS
+        self.msix_cap = self.add_capability(PCI_CAP_ID_MSIX, 12)
+        self._set(self.msix_cap + 2, 2, self.msix_nvectors - 1)     # Message Control: table size - 1
+        self._set(self.msix_cap + 4, 4, 1)                          # table: BIR 1, offset 0
+        self._set(self.msix_cap + 8, 4, 0x800 | 1)                  # PBA: BIR 1, offset 0x800
+        self.wmask[self.msix_cap + 3] = (PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL) >> 8
+        self.msix_table: dict[int, tuple[int, int]] = {}             # vector -> (address, data)
+        self.config_vector = VIRTIO_NO_VECTOR
+        self.queue_vectors: dict[int, int] = {}
+        self.irqfds: dict[int, int] = {}                              # queue -> gsi of its irqfd
+
+    # -- MSI-X (hw/pci/msix.c) ---------------------------------------------
+
+    def msix_enabled(self) -> bool:
+        """msix_enabled: the Enable bit of Message Control."""
+        return bool(self._get(self.msix_cap + 2, 2) & PCI_MSIX_FLAGS_ENABLE)
+
+    @property
+    def config_off(self) -> int:
+        """VIRTIO_PCI_CONFIG: device config moves to 24 while MSI-X is on."""
+        return VIRTIO_PCI_CONFIG_OFF_NO_MSIX + (4 if self.msix_enabled() else 0)
+
+    def msix_set_message(self, vector: int, address: int, data: int) -> None:
+        """msix_set_message: what the platform (spapr's ibm,change-msi) writes
+        into the table entry."""
+        self.msix_table[vector] = (address, data)
+
+    def config_write(self, addr: int, value: int, size: int) -> None:
+        was = self.msix_enabled()
+        super().config_write(addr, value, size)
+        if self.msix_enabled() != was:
+            self.trace.emit("qemu-vcpu", "msix_enable", device=self.name, enabled=self.msix_enabled())
+
+    def _vector_use(self, val: int) -> int:
+        """msix_vector_use: a vector past the table is refused (NO_VECTOR)."""
+        return val if val < self.msix_nvectors else VIRTIO_NO_VECTOR
 
     # -- the modern interface: capabilities and BAR 4 ---------------------
 
@@ -213,7 +253,7 @@ class VirtIOPCIProxy(PCIDevice):
         if addr == c["driver_feature"]:
             return self.modern_guest_features[self.gfselect] if self.gfselect <= 1 else 0
         if addr == c["msix_config"]:
-            return 0xFFFF               # VIRTIO_NO_VECTOR: MSI-X is never enabled
+            return self.config_vector
         if addr == c["num_queues"]:
             return sum(1 for q in vdev.vqs if q.num)
         if addr == c["device_status"]:
@@ -225,7 +265,7 @@ class VirtIOPCIProxy(PCIDevice):
         if addr == c["queue_size"]:
             return vq.num if vq else 0
         if addr == c["queue_msix_vector"]:
-            return mq.msix_vector
+            return self.queue_vectors.get(sel, VIRTIO_NO_VECTOR)
         if addr == c["queue_enable"]:
             return mq.enabled
         if addr == c["queue_notify_off"]:
@@ -252,6 +292,8 @@ class VirtIOPCIProxy(PCIDevice):
                 if not vdev.status & VIRTIO_CONFIG_S_FEATURES_OK:   # virtio_set_features
                     g = self.modern_guest_features
                     vdev.guest_features = ((g[1] << 32) | g[0]) & vdev.host_features
+        elif addr == c["msix_config"]:
+            self.config_vector = self._vector_use(val)
         elif addr == c["device_status"]:
             self._status_write(val)
         elif addr == c["queue_select"]:
@@ -263,7 +305,7 @@ class VirtIOPCIProxy(PCIDevice):
             mq.num = val
             self._set_num(vdev.vqs[sel], val)
         elif addr == c["queue_msix_vector"]:
-            mq.msix_vector = val
+            mq.msix_vector = self.queue_vectors[sel] = self._vector_use(val)
         elif addr == c["queue_enable"]:
             if val == 1:
                 vq = vdev.vqs[sel]
@@ -322,6 +364,8 @@ class VirtIOPCIProxy(PCIDevice):
     def reg_name(self, addr: int) -> str:
         if addr >= self.config_off:
             return f"cfg+{addr - self.config_off}"
+        if addr in (VIRTIO_MSI_CONFIG_VECTOR, VIRTIO_MSI_QUEUE_VECTOR):   # only below config_off with MSI-X on
+            return "MSI_CONFIG_VECTOR" if addr == VIRTIO_MSI_CONFIG_VECTOR else "MSI_QUEUE_VECTOR"
         return LEGACY_REGS.get(addr, f"0x{addr:x}")
 
     def _config_read(self, off: int, size: int) -> int:
@@ -352,6 +396,10 @@ class VirtIOPCIProxy(PCIDevice):
             value, vdev.isr = vdev.isr, 0   # reading ISR clears it and lowers INTx
             self.qemu.pci_set_irq(self, 0)
             return value
+        if addr == VIRTIO_MSI_CONFIG_VECTOR:
+            return self.config_vector
+        if addr == VIRTIO_MSI_QUEUE_VECTOR:
+            return self.queue_vectors.get(vdev.queue_sel, VIRTIO_NO_VECTOR)
         return 0xFFFFFFFF
 
     def _ioport_write(self, addr: int, val: int) -> None:
@@ -380,10 +428,17 @@ class VirtIOPCIProxy(PCIDevice):
                 vdev.queue_notify(val, "qemu-vcpu")
         elif addr == VIRTIO_PCI_STATUS:
             self._status_write(val)
+        elif addr == VIRTIO_MSI_CONFIG_VECTOR:
+            self.config_vector = self._vector_use(val)
+        elif addr == VIRTIO_MSI_QUEUE_VECTOR:
+            if vdev.queue_sel < len(vdev.vqs):
+                self.queue_vectors[vdev.queue_sel] = self._vector_use(val)
 
     def device_reset(self) -> None:
         """virtio_pci_reset: the core, then the transport's queue state."""
         self.vdev.reset()
+        self.config_vector = VIRTIO_NO_VECTOR       # virtio_reset: every vector back to NO_VECTOR
+        self.queue_vectors = {}
         if self.modern:
             self.mqs = [_ModernQueue() for _ in self.vdev.vqs]
         self.trace.emit("qemu-vcpu", "virtio_reset", device=self.vdev.name)
@@ -453,26 +508,49 @@ class VirtIOPCIProxy(PCIDevice):
     # -- guest notifiers --------------------------------------------------
 
     def set_guest_notifiers(self, n: int, assign: bool) -> None:
-        """virtio_pci_set_guest_notifiers: irqfd only with MSI-X enabled;
-        otherwise a main-loop handler raises INTx (SLOF's case)."""
+        """virtio_pci_set_guest_notifiers: with_irqfd = msix_enabled &&
+        kvm_msi_via_irqfd_enabled(). With it, the queue's MSI-X message
+        becomes a KVM MSI route (on spapr the GSI is the message data, the
+        XICS irq: kvm_gsi_direct_mapping) and the eventfd a KVM_IRQFD, so
+        a completion reaches the guest with no QEMU thread; without it a
+        main-loop handler raises the interrupt (SLOF's case: INTx)."""
         vq = self.vdev.vqs[n]
         if assign:
+            with_irqfd = self.msix_enabled() and self.qemu.kvm_msi_via_irqfd_enabled()
             vq.guest_notifier = self.qemu.event_notifier_init(f"{self.vdev.name} vq{n} guest notifier")
+            vector = self.queue_vectors.get(n, VIRTIO_NO_VECTOR)
+            if with_irqfd and vector in self.msix_table:
+                gsi = self.msix_table[vector][1]     # kvm_irqchip_add_msi_route
+                if self.qemu.kvm_irqfd(vq.guest_notifier, gsi, True) == 0:
+                    self.irqfds[n] = gsi
+                    return
             self.qemu.main_ctx.set_event_notifier(vq.guest_notifier, lambda: self._guest_notifier_read(vq))
         elif vq.guest_notifier is not None:
-            self.qemu.main_ctx.set_event_notifier(vq.guest_notifier, None)
+            if n in self.irqfds:
+                self.qemu.kvm_irqfd(vq.guest_notifier, self.irqfds.pop(n), False)
+            else:
+                self.qemu.main_ctx.set_event_notifier(vq.guest_notifier, None)
             vq.guest_notifier = None
 
     def _guest_notifier_read(self, vq) -> None:
         if vq.guest_notifier.test_and_clear():
-            self.virtio_irq("qemu-main")
+            self.virtio_irq("qemu-main", vq)
 
     def notify_guest(self, vq, actor: str) -> None:
         if vq.guest_notifier is not None:
+            self.trace.emit(actor, "guest_notifier_set", eventfd=vq.guest_notifier.label,
+                            irqfd=vq.index in self.irqfds)
             vq.guest_notifier.signal()
         else:
-            self.virtio_irq(actor)
+            self.virtio_irq(actor, vq)
 
-    def virtio_irq(self, actor: str) -> None:
+    def virtio_irq(self, actor: str, vq=None) -> None:
+        """virtio_irq -> virtio_pci_notify: an MSI-X message when MSI-X is
+        on (msix_notify), else INTx from the ISR bit."""
         self.vdev.isr |= 1
+        if self.msix_enabled():
+            vector = self.queue_vectors.get(vq.index if vq is not None else 0, VIRTIO_NO_VECTOR)
+            if vector in self.msix_table:
+                self.qemu.msi_send(*self.msix_table[vector], actor)
+            return
         self.qemu.pci_set_irq(self, 1)

@@ -80,6 +80,29 @@ class Costs:
     # 10 GB/s, an ordinary memmove bandwidth.
     slof_copy_per_byte: float = 0.1e-9
 
+    # ASSUMPTION: an MMU-on load/store to a device page handled in KVM: the
+    # HDSI, the HPTE lookup that finds no memslot (kvmppc_hv_emulate_mmio),
+    # fetching and decoding the instruction (kvmppc_get_last_inst,
+    # kvmppc_emulate_loadstore) and the KVM_MMIO_BUS walk. No POWER
+    # measurement found; the path is an hcall round trip (hcall_in_kernel)
+    # plus a guest-memory instruction fetch and a virtual-mode switch, so
+    # about twice it. A KVM_EXIT_MMIO adds exit_to_userspace on top.
+    mmio_in_kernel: float = 3e-6
+    # ASSUMPTION: a ceded vcpu woken by an interrupt (irqfd or KVM_IRQ_LINE
+    # -> in-kernel XICS -> kvmppc_fast_vcpu_kick -> the vcore leaves
+    # kvmppc_vcore_blocked and re-enters the guest). Linux
+    # Documentation/virt/kvm/halt-polling.rst (written for powerpc kvm-hv)
+    # puts a wake-up through the scheduler at a few microseconds.
+    cede_wakeup: float = 5e-6
+    # ASSUMPTION: the guest kernel's own work around one block request
+    # (blk-mq submit, virtqueue_add_sgs, the interrupt handler, completion);
+    # a few thousand instructions natively.
+    linux_per_request: float = 5e-6
+    # ASSUMPTION: the guest kernel from its entry to the virtio-blk probe
+    # (prom_init, early boot, PCI probe, driver init). Not measured; an
+    # order of magnitude for a small 2015 ppc64 kernel under KVM.
+    linux_boot_to_probe: float = 0.3
+
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]

@@ -46,10 +46,14 @@ def _pick(events) -> int | None:
 
 
 def diagnose(result) -> list[dict]:
-    ev = result.trace.events
+    """The chain of one firmware-stage request (the kernel stage's I/O is
+    not what the 2015 bug is about; sim.report.split_stages)."""
+    from sim.report import split_stages
+    fw, kern = split_stages(result.trace)
+    ev = fw.events
     start = _pick([(i, e) for i, e in enumerate(ev) if e.name in ("virtio_blk_submit", "blk_complete")])
     if start is None:
-        return []
+        return diagnose_kernel(kern.events)   # SLOF read nothing (-kernel): the kernel's first read
     sub = ev[start]
     want = sub.fields["avail_idx"]
     addrs = notify_addrs(result)
@@ -133,6 +137,61 @@ def diagnose(result) -> list[dict]:
             break
     if not served:
         steps += _unserved(result, ev, j, addr, notify_t, want)
+    return steps
+
+
+def diagnose_kernel(ev) -> list[dict]:
+    """The chain of the kernel stage's first read: an MMU-on store that KVM
+    emulates, the io bus, the serving thread, the completion interrupt."""
+    start = next((i for i, e in enumerate(ev) if e.name == "linux_blk_submit"), None)
+    if start is None:
+        return []
+    sub = ev[start]
+    steps = [_step(sub, "kernel", "virtio_queue_rq",
+                   f"read sector {sub.fields['sector']} x{sub.fields['count']}, avail->idx := "
+                   f"{sub.fields['avail_idx']}")]
+    kick = None
+    for e in ev[start + 1:]:
+        f = e.fields
+        if e.name == "linux_virtqueue_notify":
+            kick = f["addr"]
+        elif e.name == "mmio_access" and kick is not None and f["addr"] == kick and f["rw"] == "W":
+            steps.append(_step(e, "kernel", "vp_notify", f"iowrite16({f['value']}) to 0x{f['addr']:x}: "
+                               f"instruction {f['inst']} with MSR[DR]=1, no memslot -> HDSI"))
+        elif e.name == "io_bus_write" and f.get("via") == "mmio" and kick is not None and f["addr"] == kick:
+            steps.append(_step(e, "KVM", "kvmppc_handle_store",
+                               f"KVM_MMIO_BUS addr 0x{f['addr']:x} len {f['len']} data {f['data']}: "
+                               + (f"taken by {f['device']}" if f["ret"] == "0" else f"{f['ret']}")))
+        elif e.name == "ioeventfd_signal" and kick is not None:
+            steps.append(_step(e, "KVM", "ioeventfd_write", f"eventfd_signal({f['eventfd']!r}), no exit"))
+        elif e.name == "exit" and kick is not None and f.get("phys_addr") == kick:
+            steps.append(_step(e, "KVM", "kvmppc_emulate_mmio", f"{f['reason']} to QEMU: {f['why']}"))
+        elif e.name == "eventfd_read" and e.actor in ("iothread", "qemu-main"):
+            steps.append(_step(e, e.actor, "aio_dispatch", f"{f['eventfd']!r} readable: handler runs"))
+        elif e.name == "dataplane_start":
+            steps.append(_step(e, "QEMU", "virtio_blk_data_plane_start",
+                               f"host notifier {f['host_notifier']!r} moved to {f['iothread']}"))
+        elif e.name == "blk_request":
+            steps.append(_step(e, e.actor, "virtio_blk_handle_request",
+                               f"popped {f['type']} sector {f['sector']} x{f['count']}"))
+        elif e.name == "blk_complete":
+            steps.append(_step(e, e.actor, "virtio_blk_req_complete",
+                               f"status {f['status']}, used->idx := {f['used_idx']}"))
+        elif e.name == "irqfd_inject":
+            steps.append(_step(e, "KVM", "irqfd_inject", f"{f['eventfd']!r} -> XICS irq 0x{f['gsi']:x}, no QEMU thread"))
+        elif e.name == "spapr_msi_write":
+            steps.append(_step(e, e.actor, "msix_notify", f"MSI to XICS irq 0x{f['irq']:x} (KVM_IRQ_LINE)"))
+        elif e.name == "external_interrupt":
+            steps.append(_step(e, "KVM", "kvmppc_h_cede", "the ceded vcpu wakes: external interrupt (0x500)"))
+        elif e.name == "linux_vring_interrupt":
+            steps.append(_step(e, "kernel", "vring_interrupt",
+                               f"irq 0x{f['irq']:x} (H_XIRR), used->idx {f['used_idx']}"))
+        elif e.name == "linux_blk_done":
+            steps.append(_step(e, "kernel", "virtblk_done", f"status {f['status']}, sha256 {f['sha256'][:16]}..."))
+            break
+        elif e.name in ("linux_hung_task", "kernel_stage_failed"):
+            steps.append(_step(e, "kernel", "hung_task", "the read never completed"))
+            break
     return steps
 
 

@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from devices.block import BlockBackend, BlockError
+from firmware_model.linux_virtio_blk import LinuxVirtioBlk
 from firmware_model.slof import Slof
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
@@ -55,15 +56,22 @@ async def _boot(scn: Scenario, backend, trace, echo):
     trace.emit("kvm", "vm_created", kernel=scn.kernel_version, flavour=scn.kvm,
                logical_ci_handlers=kernel.logical_ci_handlers, host_endian=scn.host_endian)
     console = Console(trace, echo)
-    m = SpaprMachine(scn, vm, ram, backend, trace, scn.costs, console)
+    kernel_image = None
+    if scn.kernel == "direct":     # -kernel: the same payload mkdisk puts on the disk
+        from sim.mkdisk import build_payload
+        from sim.qemu.spapr import KERNEL_LOAD_ADDR
+        kernel_image = build_payload(KERNEL_LOAD_ADDR)
+    m = SpaprMachine(scn, vm, ram, backend, trace, scn.costs, console, kernel_image=kernel_image)
     cpu = PowerCPU(ram)
     vcpu = vm.create_vcpu(cpu)
     # What QEMU hands SLOF in its device tree.
     device_tree = {"memory": ram.size, "phb": m.phb_node,
                    "boot_list": ["/pci@800000020000000/scsi@0", "cdrom", "net"]}
+    if m.boot_kernel is not None:
+        device_tree["chosen"] = {"qemu,boot-kernel": m.boot_kernel}
     slof = Slof(cpu, device_tree, trace, scn.costs, timeout_ms=scn.virtio_timeout_ms,
                 max_prep_blocks=scn.max_prep_blocks)
-    vcpu.load_guest(slof.main())
+    vcpu.load_guest(_guest(cpu, slof, device_tree, trace, scn.costs))
     result, hung = None, True
     try:
         async with trio.open_nursery() as nursery:
@@ -78,6 +86,15 @@ async def _boot(scn: Scenario, backend, trace, echo):
     finally:
         vcpu.close()
     return m, result, hung, round(vtime.now() * 1e9)
+
+
+async def _guest(cpu, slof, device_tree, trace, costs) -> dict:
+    """What the CPU executes: SLOF from 0x100, then, once SLOF has handed
+    off (the image's entry code ran), the guest kernel's virtio-blk stage."""
+    result = await slof.main()
+    if result.get("stage") == "kernel":
+        result["linux"] = await LinuxVirtioBlk(cpu, device_tree, trace, costs).run()
+    return result
 
 
 def run(scn: Scenario, disk_override: str | None = None, echo=None) -> RunResult:

@@ -9,11 +9,12 @@ microseconds.
 """
 
 from sim.abi import papr
+from sim.trace import KERNEL_STAGE_PHASE
 
 PID = 1
 TRACKS = {"guest": (1, "vcpu 0 (SLOF)"), "kvm": (2, "KVM"), "qemu-vcpu": (3, "QEMU vcpu thread"),
           "qemu-main": (4, "QEMU main loop"), "iothread": (5, "IOThread iothread0"), "disk": (6, "disk")}
-TOP_PHASES = ("slof start-up", "pci probe", "boot", "forth prompt", "kernel")
+TOP_PHASES = ("slof start-up", "pci probe", "boot", "forth prompt", "kernel", KERNEL_STAGE_PHASE)
 
 
 def _us(ns: int) -> float:
@@ -62,9 +63,30 @@ def build(result, notify_addrs: set[int]) -> dict:
         out.append({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid, "args": {"sort_index": tid}})
     out += _phases(ev, result.end_ns)
     flow_id, in_flight, exits = 0, 0, 0
-    pending_call, pending_notify, pending_req = None, None, {}
+    pending_call, pending_notify, pending_req, pending_mmio = None, None, {}, None
     for e in ev:
         f = e.fields
+        if e.name == "linux_virtqueue_notify":       # the kernel stage's kick: an MMU-on store
+            flow_id += 1
+            pending_notify = flow_id
+            out.append({"ph": "s", "id": flow_id, "name": "QUEUE_NOTIFY", "cat": "notify", "pid": PID,
+                        "tid": TRACKS["guest"][0], "ts": _us(e.t_ns)})
+            continue
+        if e.name == "mmio_access" and e.actor == "guest":
+            pending_mmio = e
+            continue
+        if e.name == "mmio_done" and pending_mmio is not None:
+            c = pending_mmio
+            name = f"MMIO {c.fields['rw']} 0x{c.fields['addr']:x}"
+            out.append(_slice(name, "guest", c.t_ns, e.t_ns, "mmio", inst=c.fields["inst"]))
+            out.append(_slice(name + (" (in kernel)" if f["in_kernel"] else " (KVM_EXIT_MMIO)"),
+                              "kvm" if f["in_kernel"] else "qemu-vcpu", c.t_ns, e.t_ns, "mmio"))
+            pending_mmio = None
+            continue
+        if e.name == "irqfd_inject":
+            out.append({"ph": "i", "s": "t", "name": "irqfd -> XICS", "pid": PID, "tid": TRACKS["kvm"][0],
+                        "ts": _us(e.t_ns), "args": {"gsi": f["gsi"]}})
+            continue
         if e.name == "hcall" and e.actor == "guest":
             pending_call = e
             if f["nr"] == papr.H_LOGICAL_CI_STORE and f["r5"] in notify_addrs:
@@ -73,7 +95,7 @@ def build(result, notify_addrs: set[int]) -> dict:
                 out.append({"ph": "s", "id": flow_id, "name": "QUEUE_NOTIFY", "cat": "notify", "pid": PID,
                             "tid": TRACKS["guest"][0], "ts": _us(e.t_ns)})
             continue
-        if e.name == "exit":
+        if e.name == "exit":        # KVM_EXIT_PAPR_HCALL and KVM_EXIT_MMIO alike
             exits += 1
             out.append({"ph": "C", "name": "exits to userspace", "pid": PID, "ts": _us(e.t_ns),
                         "args": {"exits": exits}})
@@ -99,7 +121,7 @@ def build(result, notify_addrs: set[int]) -> dict:
             out.append({"ph": "f", "bp": "e", "id": pending_notify, "name": "QUEUE_NOTIFY", "cat": "notify",
                         "pid": PID, "tid": TRACKS[e.actor][0], "ts": _us(e.t_ns)})
             pending_notify = None
-        elif e.name == "virtio_blk_submit":
+        elif e.name in ("virtio_blk_submit", "linux_blk_submit"):
             in_flight += 1
             out.append({"ph": "C", "name": "requests in flight", "pid": PID, "ts": _us(e.t_ns),
                         "args": {"requests": in_flight}})

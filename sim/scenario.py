@@ -21,6 +21,10 @@ EXPECT_KEYS = {
     "outcome": str, "hcalls_in_kernel": int, "hcall_exits": int, "ioeventfd_signals": int,
     "requests_completed": int, "bytes_loaded": int, "notifies": int, "notifies_in_kernel": int,
     "notify_exits": int, "enable_cap": str, "timeouts": int, "first_stalled_request": int,
+    # the kernel stage (sim.report.kernel_stage)
+    "kernel_stage": str, "kernel_notifies": int, "kernel_notifies_in_kernel": int, "kernel_notify_exits": int,
+    "kernel_mmio_exits": int, "kernel_ioeventfd_signals": int, "kernel_interrupts": int,
+    "kernel_irqfd_interrupts": int, "kernel_requests_completed": int,
 }
 
 SCHEMA = {
@@ -29,7 +33,7 @@ SCHEMA = {
     "kernel": {"version": str, "kvm": str, "host_endian": str, "logical_ci_handlers": bool},
     "qemu": {"version": str, "enable_logical_ci_hcalls": bool, "forward_userspace_kick": bool,
              "emulate_ioeventfd": bool, "disable_modern": bool, "disable-modern": bool},
-    "machine": {"ram_mib": int},
+    "machine": {"ram_mib": int, "kernel": str},
     "device": {"iothread": bool, "ioeventfd": bool, "queue_size": int},
     "disk": {"image": str, "writable": bool, "persist": bool, "part_sectors": int, "part_start": int,
              "active": bool, "gpt": bool, "gpt_type": str, "size_mib": int},
@@ -58,6 +62,9 @@ class Scenario:
     ioeventfd: bool = True
     queue_size: int = 128
     ram_mib: int = 1024
+    # "disk": SLOF boots the disk and starts the image it loaded; "direct":
+    # QEMU -kernel loads the kernel and SLOF starts it without opening the disk.
+    kernel: str = "disk"
     disk_image: str = "mkdisk"
     disk_writable: bool = False
     disk_persist: bool = False
@@ -151,6 +158,10 @@ def load(path: str) -> Scenario:
     if not 1 <= s.queue_size <= 1024 or s.queue_size & (s.queue_size - 1):
         raise ScenarioError(f"{path}: [device] queue_size: expected a power of two up to 1024, got {s.queue_size}")
     s.ram_mib = m.get("ram_mib", s.ram_mib)
+    s.kernel = m.get("kernel", s.kernel)
+    if s.kernel not in ("disk", "direct"):
+        raise ScenarioError(f"{path}: [machine] kernel: expected \"disk\" (SLOF loads it from the disk) or "
+                            f"\"direct\" (QEMU -kernel), got {s.kernel!r}")
     if not 64 <= s.ram_mib <= 65536:
         raise ScenarioError(f"{path}: [machine] ram_mib: expected 64..65536, got {s.ram_mib}")
     image = disk.get("image", "mkdisk")

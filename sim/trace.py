@@ -41,3 +41,9 @@ class Trace:
             if e.name == name and all(e.fields.get(k) == v for k, v in match.items()):
                 return i, e
         return None, None
+
+
+# The phase the guest kernel model announces after the hand-off. Events
+# before it are the firmware (SLOF) stage, events from it on the kernel
+# stage: the report keeps their figures apart (sim.report.split_stages).
+KERNEL_STAGE_PHASE = "kernel virtio-blk"

@@ -56,7 +56,7 @@ def _boot(scenario_file, image="mkdisk", iothread=False, kernel="4.1"):
 def _device_accesses(r):
     """What QEMU's MemoryRegionOps saw (the CSV is QEMU's own trace)."""
     return [{k: e.fields[k] for k in ("bar", "offset", "size", "rw", "value")}
-            for e in r.trace.named("virtio_pci_access")]
+            for e in report.firmware_trace(r.trace).named("virtio_pci_access")]
 
 
 def _bar4_cpu(r):
@@ -156,7 +156,8 @@ def test_transitional_dataplane_fixed_boots_through_the_ioeventfd():
               and c.fields["r5"] == notify]
     assert len(stores) == 36
     # Each one taken in the kernel by the modern ioeventfd (no datamatch).
-    writes = [e.fields for e in r.trace.named("io_bus_write") if e.fields["addr"] == notify]
+    writes = [e.fields for e in report.firmware_trace(r.trace).named("io_bus_write")   # SLOF's stage
+              if e.fields["addr"] == notify]
     assert len(writes) == 36 and all(f["ret"] == "0" and "any data" in f["device"] for f in writes)
     ioctls = [e.fields for e in r.trace.named("ioeventfd_ioctl") if e.fields["addr"] == notify]
     assert ioctls and all(not f["flags"] & KVM_IOEVENTFD_FLAG_DATAMATCH for f in ioctls)
@@ -188,7 +189,8 @@ def test_any_length_ioeventfd_on_a_newer_kernel(scenario_file):
     ioctls = [e.fields for e in r.trace.named("ioeventfd_ioctl") if e.fields["addr"] == notify]
     assert ioctls and {f["len"] for f in ioctls} == {0}
     assert all(not f["flags"] & KVM_IOEVENTFD_FLAG_DATAMATCH for f in ioctls)
-    writes = [e.fields for e in r.trace.named("io_bus_write") if e.fields["addr"] == notify]
+    writes = [e.fields for e in report.firmware_trace(r.trace).named("io_bus_write")   # SLOF's stage
+              if e.fields["addr"] == notify]
     assert len(writes) == 36
     assert all(f["ret"] == "0" and f["len"] == 2 and " len 0 any data" in f["device"] for f in writes)
     s = report.summary(r)

@@ -79,3 +79,26 @@ ERRNO_NAMES = {EINVAL: "EINVAL", EEXIST: "EEXIST", ENOENT: "ENOENT", ENOSPC: "EN
 def errno_name(ret: int) -> str:
     """'-EINVAL' for -22, '0' for success."""
     return "0" if ret == 0 else f"-{ERRNO_NAMES.get(-ret, str(-ret))}"
+
+
+# struct kvm_run, the KVM_EXIT_MMIO member of its exit union:
+#   struct { __u64 phys_addr; __u8 data[8]; __u32 len; __u8 is_write; } mmio;
+# phys_addr and len are host-endian like every kvm_run field; data[] is not an
+# integer but the bytes the guest's load or store moves, i.e. the memory
+# image of the access in the guest's byte order (kvmppc_handle_load/store
+# byte-swap the register when the guest's order differs from the host's).
+def kvm_run_mmio(host_big_endian: bool) -> c.Struct:
+    u64, u32 = (c.Int64ub, c.Int32ub) if host_big_endian else (c.Int64ul, c.Int32ul)
+    return c.Struct(
+        "phys_addr" / u64,
+        "data" / c.Bytes(8),
+        "len" / u32,
+        "is_write" / c.Int8ub,
+        "pad" / c.Padding(3),
+    )
+
+
+KVM_RUN_MMIO = {True: kvm_run_mmio(True), False: kvm_run_mmio(False)}
+
+# KVM_IRQFD flags (include/uapi/linux/kvm.h)
+KVM_IRQFD_FLAG_DEASSIGN = 1 << 0

@@ -40,6 +40,8 @@ class Oracle:
     # KVM: kvmppc_pseries_do_hcall / kvmppc_h_pr, then h_logical_ci_*.
     def expect_in_kernel(self, nr: int, size: int, addr: int, val: int) -> bool:
         vm = self.vm
+        if nr in (papr.H_CEDE, papr.H_XIRR, papr.H_EOI):
+            return bool(vm.enabled_hcalls[nr // 4])   # kvmppc_h_cede; the in-kernel XICS
         if nr not in (papr.H_LOGICAL_CI_LOAD, papr.H_LOGICAL_CI_STORE):
             return False          # nothing else has an in-kernel handler in this model
         if not vm.enabled_hcalls[nr // 4] or not vm.kernel_has_logical_ci:

@@ -5,6 +5,7 @@ book3s_pr_papr.c).
 
 from sim.abi import papr
 from sim.abi.kvm import KVM_MMIO_BUS, BUS_NAMES, errno_name
+from sim.cpu import decode_loadstore
 
 # hvcall.h opcodes named in the implemented/default lists below.
 H_REMOVE, H_ENTER, H_READ, H_CLEAR_MOD, H_CLEAR_REF, H_PROTECT = 0x04, 0x08, 0x0C, 0x10, 0x14, 0x18
@@ -102,6 +103,92 @@ def do_hcall(vcpu) -> tuple[bool, str]:
             return False, "H_TOO_HARD: no in-kernel device on KVM_MMIO_BUS took it"
         vcpu.gpr[3] = papr.to_reg(ret)
         return True, ""
-    # Other hcalls' in-kernel handlers (HPT, XICS, H_CEDE ...) are not
-    # modelled: SLOF's path never uses them, so they go to userspace.
+    if req in (H_XIRR, H_EOI) and vm.xics is not None:
+        # kvmppc_xics_hcall (real mode on POWER8: book3s_hv_rm_xics.c)
+        xics = vm.xics
+        if req == H_XIRR:
+            vcpu.gpr[4] = xics.h_xirr()
+            vm.trace.emit("kvm", "xics_xirr", xirr=vcpu.gpr[4], irq=vcpu.gpr[4] & 0xFFFFFF)
+        else:
+            xics.h_eoi(vcpu.gpr[4])
+            vm.trace.emit("kvm", "xics_eoi", irq=vcpu.gpr[4] & 0xFFFFFF)
+        vcpu.gpr[3] = papr.to_reg(papr.H_SUCCESS)
+        return True, ""
+    # Other hcalls' in-kernel handlers (HPT, H_PROD ...) are not modelled:
+    # the guest models never use them, so they go to userspace. H_CEDE is
+    # the vcpu's (it blocks: sim.kvm.vcpu).
     return False, "no in-kernel handler"
+
+
+# -- the MMU-on MMIO path (book3s_64_mmu_hv.c, powerpc.c, emulate_loadstore.c)
+
+class MmioState:
+    """vcpu->arch's MMIO fields: what the next KVM_RUN completes."""
+    __slots__ = ("rt", "size", "host_swabbed", "is_write")
+
+    def __init__(self, rt, size, host_swabbed, is_write):
+        self.rt, self.size, self.host_swabbed, self.is_write = rt, size, host_swabbed, is_write
+
+
+def need_byteswap(vcpu) -> bool:
+    """kvmppc_need_byteswap: the guest's MSR[LE] differs from the host's order."""
+    return vcpu.cpu.msr_le != (vcpu.vm.host_byteorder == "little")
+
+
+def _swab(raw: bytes) -> bytes:
+    return raw[::-1]
+
+
+def emulate_mmio(vcpu, run) -> str:
+    """kvmppc_hv_emulate_mmio -> kvmppc_emulate_loadstore ->
+    kvmppc_handle_load/store: decode the instruction, try KVM_MMIO_BUS, and
+    either finish in the kernel ("done"), or fill run.mmio for a
+    KVM_EXIT_MMIO ("exit"), or fail ("fail": a program interrupt).
+
+    The bus and run.mmio.data get the register stored at the lowest bytes
+    in host order, byte-swapped when host_swabbed -- which is the memory
+    image the guest's instruction would have made, whatever the host."""
+    cpu, vm, trace = vcpu.cpu, vcpu.vm, vcpu.vm.trace
+    dec = decode_loadstore(cpu.last_inst)
+    if dec is None:
+        trace.emit("kvm", "mmio_emulation_failed", inst=f"0x{cpu.last_inst:08x}", addr=cpu.hdar)
+        return "fail"
+    size, store, byte_reversed, rt, _ea_reg = dec
+    addr = cpu.hdar                       # vcpu->arch.paddr_accessed
+    is_default_endian = not byte_reversed
+    host_swabbed = is_default_endian if need_byteswap(vcpu) else not is_default_endian
+    host = vm.host_byteorder
+    bus = vm.buses[KVM_MMIO_BUS]
+    vcpu.mmio = MmioState(rt, size, host_swabbed, store)
+    if store:
+        raw = (vcpu.gpr[rt] & ((1 << (8 * size)) - 1)).to_bytes(size, host)
+        data = _swab(raw) if host_swabbed else raw
+        ret, dev = bus.write(addr, size, data)
+        trace.emit("kvm", "io_bus_write", bus=BUS_NAMES[KVM_MMIO_BUS], addr=addr, len=size,
+                   data=data.hex(), ret=errno_name(ret), device=dev.describe() if dev else None, via="mmio")
+        if dev is not None and dev.is_ioeventfd:
+            trace.emit("kvm", "ioeventfd_signal", addr=dev.addr, len=dev.length, fd=dev.eventfd.fd,
+                       eventfd=dev.eventfd.label)
+    else:
+        buf = bytearray(8)
+        ret, dev = bus.read(addr, size, buf)
+        data = bytes(buf[:size])
+        trace.emit("kvm", "io_bus_read", bus=BUS_NAMES[KVM_MMIO_BUS], addr=addr, len=size,
+                   ret=errno_name(ret), device=dev.describe() if dev else None, via="mmio")
+    run.set_mmio(addr, data if store else bytes(size), size, store)
+    if ret == 0:
+        if not store:
+            complete_mmio_load(vcpu, data)
+        vcpu.mmio = None
+        return "done"
+    return "exit"
+
+
+def complete_mmio_load(vcpu, data: bytes) -> None:
+    """kvmppc_complete_mmio_load: the bytes as a host-order integer,
+    swabbed if host_swabbed, into the target GPR (zero-extended)."""
+    m = vcpu.mmio
+    raw = bytes(data[:m.size])
+    val = int.from_bytes(_swab(raw) if m.host_swabbed else raw, vcpu.vm.host_byteorder)
+    vcpu.gpr[m.rt] = val
+    vcpu.vm.trace.emit("kvm", "mmio_load_complete", gpr=m.rt, value=val, size=m.size)

@@ -21,6 +21,9 @@ class IoDevice:
     def write(self, addr: int, length: int, buf: bytes) -> int:
         return -EOPNOTSUPP
 
+    def describe(self) -> str:
+        return type(self).__name__
+
 
 def _cmp(addr1, len1, addr2, len2) -> int:
     """kvm_io_bus_cmp(r1, r2)."""

@@ -12,6 +12,7 @@ from sim.eventfd import FdTable
 from sim.kvm.ioeventfd import kvm_ioeventfd
 from sim.kvm.iobus import KvmIoBus
 from sim.kvm.vcpu import Vcpu
+from sim.kvm.xics import KvmXics
 
 
 class KernelConfig:
@@ -44,6 +45,7 @@ class KvmVm:
         self.ioeventfds = []
         self.irqfds = {}
         self.irq_lines: dict[int, int] = {}
+        self.xics = KvmXics(trace)   # QEMU's xics-kvm: the interrupt controller is in the kernel
         self.vcpus: list[Vcpu] = []
         # kvmppc_core_init_vm_*: copy the default list into the per-VM bitmap.
         self.enabled_hcalls = bytearray(book3s.MAX_HCALL_OPCODE // 4 + 1)
@@ -107,15 +109,33 @@ class KvmVm:
         efd = self.fds.get(args.fd)
         if efd is None:
             return -uapi.EBADF
+        if args.flags & uapi.KVM_IRQFD_FLAG_DEASSIGN:   # kvm_irqfd_deassign
+            entry = self.irqfds.pop(args.fd, None)
+            if entry is None or entry[0] != args.gsi:
+                if entry is not None:
+                    self.irqfds[args.fd] = entry
+                return -uapi.ENOENT
+            efd.wait_queue.remove(entry[1])
+            self.trace.emit("kvm", "irqfd", fd=args.fd, gsi=args.gsi, eventfd=efd.label, assign=False)
+            return 0
         if args.fd in self.irqfds:
             return -uapi.EBUSY
         gsi = args.gsi
-        self.irqfds[args.fd] = gsi
-        efd.wait_queue.append(lambda: self.set_irq(gsi, 1, f"irqfd {efd.label}"))
+
+        def irqfd_wakeup():
+            """irqfd_wakeup -> irqfd_inject: raise the GSI from the signaller's
+            context, with no QEMU thread involved."""
+            self.trace.emit("kvm", "irqfd_inject", fd=args.fd, gsi=gsi, eventfd=efd.label)
+            self.set_irq(gsi, 1, f"irqfd {efd.label}")
+        self.irqfds[args.fd] = (gsi, irqfd_wakeup)
+        efd.wait_queue.append(irqfd_wakeup)
+        self.trace.emit("kvm", "irqfd", fd=args.fd, gsi=gsi, eventfd=efd.label, assign=True)
         return 0
 
-    def set_irq(self, gsi: int, level: int, source: str) -> None:
-        """kvm_set_irq / KVM_IRQ_LINE. SLOF runs with MSR_EE off and polls, so
-        the interrupt stays pending."""
+    def set_irq(self, gsi: int, level: int, source: str, lsi: bool = False) -> None:
+        """kvm_set_irq (irqfd) / KVM_IRQ_LINE: the in-kernel XICS source
+        (gsi = XICS irq number: QEMU's kvm_gsi_direct_mapping). SLOF runs
+        with MSR_EE off and polls, so the interrupt stays pending."""
         self.irq_lines[gsi] = level
         self.trace.emit("kvm", "irq", gsi=gsi, level=level, source=source)
+        self.xics.deliver(gsi, level, lsi)

@@ -8,7 +8,8 @@ the vcpu thread (kvm_cpu_exec): KVM_RUN, handle the exit, repeat.
 
 from sim import vtime
 from sim.abi import papr
-from sim.abi.kvm import KVM_EXIT_PAPR_HCALL
+from sim.abi import kvm as uapi
+from sim.abi.kvm import KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL
 from sim.kvm.vcpu import SIM_GUEST_IDLE
 from sim.qemu.aio import AioContext
 from sim.qemu.kvm_all import KvmMemoryListener, kvm_ioeventfd_any_length_enabled, kvmppc_enable_logical_ci_hcalls
@@ -22,6 +23,12 @@ from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK
 
 SPAPR_PCI_BASE_BUID = 0x800000020000000
 SPAPR_PCI_MEM_WIN_BUS_OFFSET = 0x80000000
+SPAPR_PCI_MSI_WINDOW = 0x40000000000     # spapr_pci.h: MSI messages are written here
+# The XICS numbers QEMU hands out for MSIs. 2015 QEMU allocated them
+# dynamically (spapr_irq_alloc_block); later QEMU fixed the layout with
+# SPAPR_IRQ_MSI 0x1300 (spapr_irq.h), the base the model takes.
+SPAPR_IRQ_MSI = 0x1300
+KERNEL_LOAD_ADDR = 0x400000              # FW_MAX_SIZE: where QEMU puts a -kernel image
 
 
 def phb_windows(qemu_version: tuple[int, int]) -> dict:
@@ -56,7 +63,7 @@ class Console:
 
 
 class SpaprMachine:
-    def __init__(self, cfg, vm, ram, backend, trace, costs, console):
+    def __init__(self, cfg, vm, ram, backend, trace, costs, console, kernel_image: bytes | None = None):
         self.cfg = cfg
         self.vm = vm
         self.ram = ram
@@ -110,6 +117,56 @@ class SpaprMachine:
             self.blk.dataplane = VirtIOBlockDataPlane(self.blk, self.iothread_ctx, trace)
         if cfg.enable_logical_ci:
             kvmppc_enable_logical_ci_hcalls(vm, trace)
+        self.next_msi_irq = SPAPR_IRQ_MSI
+        self.msi_irqs: dict[int, list[int]] = {}    # config address -> the XICS irqs of its vectors
+        # -kernel: the image in RAM and /chosen/qemu,boot-kernel for SLOF
+        self.boot_kernel = self.load_kernel(kernel_image) if kernel_image is not None else None
+
+    def load_kernel(self, image: bytes) -> tuple[int, int]:
+        """spapr's -kernel: load_elf(..., translate_kernel_address, ...):
+        each PT_LOAD lands at (p_paddr & 0x0fffffff) + KERNEL_LOAD_ADDR,
+        i.e. a vmlinux linked at physical 0 sits at KERNEL_LOAD_ADDR. The
+        model takes the image's lowest p_paddr as its 0, so the mkdisk
+        payload (linked at KERNEL_LOAD_ADDR itself) lands where it was
+        linked. Returns (kernel address, size): qemu,boot-kernel."""
+        from sim.abi.elf import PT_LOAD, elf64
+        ehdr_t, phdr_t, _ = elf64(True)
+        eh = ehdr_t.parse(image)
+        phdrs = [phdr_t.parse(image[eh.e_phoff + i * phdr_t.sizeof():]) for i in range(eh.e_phnum)]
+        loads = [p for p in phdrs if p.p_type == PT_LOAD]
+        low = min(p.p_paddr for p in loads)
+        high = KERNEL_LOAD_ADDR
+        for p in loads:
+            at = KERNEL_LOAD_ADDR + p.p_paddr - low
+            self.ram.write(at, image[p.p_offset:p.p_offset + p.p_filesz])
+            high = max(high, at + p.p_memsz)
+        size = high - KERNEL_LOAD_ADDR
+        self.trace.emit("qemu-vcpu", "kernel_loaded", addr=KERNEL_LOAD_ADDR, size=size)
+        return KERNEL_LOAD_ADDR, size
+
+    # -- interrupts: MSI and irqfd (xics-kvm) ------------------------------
+
+    def kvm_msi_via_irqfd_enabled(self) -> bool:
+        """xics_kvm realize sets kvm_msi_via_irqfd_allowed (and
+        kvm_gsi_direct_mapping): the in-kernel XICS takes MSIs by irqfd."""
+        return True
+
+    def kvm_irqfd(self, efd, gsi: int, assign: bool) -> int:
+        """kvm_irqchip_add/remove_irqfd_notifier_gsi: KVM_IRQFD."""
+        flags = 0 if assign else uapi.KVM_IRQFD_FLAG_DEASSIGN
+        raw = uapi.kvm_irqfd.build(dict(fd=efd.fd, gsi=gsi, flags=flags, resamplefd=0))
+        ret = self.vm.ioctl_irqfd(raw)
+        self.trace.emit("qemu-vcpu", "kvm_irqfd", eventfd=efd.label, gsi=gsi, assign=assign,
+                        ret=uapi.errno_name(ret))
+        return ret
+
+    def msi_send(self, address: int, data: int, actor: str) -> None:
+        """msix_notify -> msi_send_message: a 4-byte store of data to the
+        MSI window, spapr_msi_write -> qemu_irq_pulse(XICS irq data) ->
+        xics-kvm: KVM_IRQ_LINE. Runs in the notifying QEMU thread."""
+        self.trace.emit(actor, "spapr_msi_write", address=address, irq=data)
+        if address == SPAPR_PCI_MSI_WINDOW:
+            self.vm.set_irq(data, 1, "MSI via KVM_IRQ_LINE")
 
     # -- services the devices use (event notifiers, INTx) -----------------
 
@@ -141,9 +198,43 @@ class SpaprMachine:
             self.trace.emit("qemu-vcpu", "pci_cfg_write", reg=reg, size=size, value=args[4])
             dev.config_write(reg, args[4], size)
             return [0]
+        if token == papr.RTAS_IBM_CHANGE_MSI:
+            return self._rtas_change_msi(args, nret)
+        if token == papr.RTAS_IBM_QUERY_INTERRUPT_SOURCE_NUMBER:
+            if len(args) < 4:
+                return [-3 & 0xFFFFFFFF]
+            irqs = self.msi_irqs.get(args[0], [])
+            if args[3] >= len(irqs):
+                return [-3 & 0xFFFFFFFF]
+            return [0, irqs[args[3]], 1]      # status, XICS irq, 1: edge (an MSI)
         # spapr_rtas_call, unknown token: only rets[0] is stored (nret is the
         # guest's and may be anything).
         return [-3 & 0xFFFFFFFF]  # RTAS_OUT_NOT_SUPPORTED
+
+    def _rtas_change_msi(self, args: list[int], nret: int) -> list[int]:
+        """rtas_ibm_change_msi, MSI-X only: allocate req_num XICS irqs and
+        write each vector's message (SPAPR_PCI_MSI_WINDOW, irq) into the
+        device's MSI-X table (spapr_msi_setmsg). req_num 0 releases them."""
+        if len(args) < 5:
+            return [-3 & 0xFFFFFFFF]
+        config_addr, buid, func, req_num = args[0], (args[1] << 32) | args[2], args[3], args[4]
+        seq = args[5] if len(args) > 5 else 0
+        dev = self.bus.devices.get((config_addr >> 8) & 0xFF) if buid == SPAPR_PCI_BASE_BUID else None
+        if func != papr.RTAS_CHANGE_MSIX_FN or dev is None or not hasattr(dev, "msix_set_message"):
+            return [-3 & 0xFFFFFFFF]
+        if req_num == 0:
+            self.msi_irqs.pop(config_addr, None)
+            return [0, 0, seq + 1, 2]
+        req_num = min(req_num, dev.msix_nvectors)
+        irqs = self.msi_irqs.get(config_addr)
+        if irqs is None or len(irqs) != req_num:
+            irqs = list(range(self.next_msi_irq, self.next_msi_irq + req_num))
+            self.next_msi_irq += req_num
+            self.msi_irqs[config_addr] = irqs
+        for vector, irq in enumerate(irqs):
+            dev.msix_set_message(vector, SPAPR_PCI_MSI_WINDOW, irq)
+        self.trace.emit("qemu-vcpu", "spapr_msi_setup", device=dev.name, vectors=req_num, irqs=irqs)
+        return [0, req_num, seq + 1, 2][:max(nret, 1)]   # status, vectors, seq, RTAS_TYPE_MSIX
 
     # -- the vcpu thread ---------------------------------------------------
 
@@ -159,3 +250,26 @@ class SpaprMachine:
                 vtime.charge(costs.qemu_dispatch)
                 hc.ret = self.hcalls.spapr_hypercall(hc.nr, hc.args)
                 trace.emit("qemu-vcpu", "hcall_done", nr=hc.nr, ret=hc.ret, r4=hc.args[0], in_kernel=False)
+            elif run.exit_reason == KVM_EXIT_MMIO:
+                self.handle_mmio_exit(run)
+
+    def handle_mmio_exit(self, run) -> None:
+        """kvm_cpu_exec, case KVM_EXIT_MMIO: address_space_rw(&address_space_memory,
+        phys_addr, data, len, is_write). data is a memory image, read and
+        written as target (big-endian) values by ldn_p/stn_p; the region's
+        own endianness is applied after (adjust_endianness), as for any CPU
+        access."""
+        m = run.get_mmio()
+        vtime.charge(self.costs.qemu_dispatch)
+        if m.is_write:
+            value = int.from_bytes(m.data[:m.len], "big")
+            where = self.address_space.store(m.phys_addr, m.len, value)
+            self.trace.emit("qemu-vcpu", "mmio_done", addr=m.phys_addr, len=m.len, is_write=True,
+                            data=m.data[:m.len].hex(), region=where.mr.name if where else "unassigned",
+                            in_kernel=False)
+            return
+        value, where = self.address_space.load(m.phys_addr, m.len)
+        data = value.to_bytes(m.len, "big")
+        run.set_mmio(m.phys_addr, data, m.len, False)
+        self.trace.emit("qemu-vcpu", "mmio_done", addr=m.phys_addr, len=m.len, is_write=False,
+                        data=data.hex(), region=where.mr.name if where else "unassigned", in_kernel=False)
