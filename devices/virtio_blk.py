@@ -161,7 +161,7 @@ class VirtIOBlock(VirtIODevice):
 
     async def _do_request(self, vq, elem, rtype, sector, data_len, in_len, ctx, big):
         """The block layer's AIO, then completion in the owning context."""
-        costs, ram = self.costs, self.ram
+        costs = self.costs
         status = VIRTIO_BLK_S_OK
         if rtype in (VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT):
             if not self._range_ok(sector, data_len):

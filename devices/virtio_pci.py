@@ -345,7 +345,6 @@ class VirtIOPCIProxy(PCIDevice):
     # -- BAR 0 ------------------------------------------------------------
 
     def legacy_read(self, addr: int, size: int) -> int:
-        vdev = self.vdev
         if addr >= self.config_off:
             value = self._config_read(addr - self.config_off, size)
         else:

@@ -72,17 +72,8 @@ async def _boot(scn: Scenario, backend, trace, echo):
     slof = Slof(cpu, device_tree, trace, scn.costs, timeout_ms=scn.virtio_timeout_ms,
                 max_prep_blocks=scn.max_prep_blocks)
     vcpu.load_guest(_guest(cpu, slof, device_tree, trace, scn.costs))
-    result, hung = None, True
     try:
-        async with trio.open_nursery() as nursery:
-            for ctx in (m.main_ctx, m.iothread_ctx):
-                if ctx is not None:
-                    ctx.nursery = nursery
-                    nursery.start_soon(ctx.run)
-            with trio.move_on_after(WATCHDOG_S):
-                result = await m.kvm_cpu_exec(vcpu)
-                hung = False
-            nursery.cancel_scope.cancel()
+        result, hung = await m.run(vcpu, WATCHDOG_S)
     finally:
         vcpu.close()
     return m, result, hung, round(vtime.now() * 1e9)

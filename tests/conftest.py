@@ -1,3 +1,4 @@
+import csv
 import os
 
 import pytest
@@ -16,3 +17,30 @@ def scenario_file(tmp_path):
         p.write_text(text)
         return str(p)
     return make
+
+
+def real_slof_csv(name: str) -> list[dict]:
+    """Rows of a measurement of the real SLOF (tests/data/real-slof)."""
+    with open(os.path.join(REAL_SLOF, name)) as f:
+        return list(csv.DictReader(f))
+
+
+def reference_disks() -> list[str]:
+    """The built-in image, and the measured disk when it is present."""
+    return ["mkdisk"] + ([REFERENCE_DISK] if os.path.exists(REFERENCE_DISK) else [])
+
+
+# Both reference-equality suites boot QEMU 7.2's settings, as measured.
+QEMU72 = """
+[kernel]
+version = "{kernel}"
+[qemu]
+version = "7.2"
+{qemu_extra}
+[device]
+iothread = {iothread}
+ioeventfd = {ioeventfd}
+[disk]
+image = "{image}"
+writable = true
+"""

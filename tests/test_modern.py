@@ -3,7 +3,6 @@ against the real SLOF measured on real QEMU 7.2 (tests/data/real-slof,
 tr-modern-*): the capabilities, every register access of init and of each
 request, the block requests, and the notify through the ioeventfd."""
 
-import csv
 import os
 
 import pytest
@@ -16,28 +15,11 @@ from sim.abi.virtio import (
     virtio_pci_notify_cap,
 )
 from sim.scenario import ScenarioError, load
-from tests.conftest import REAL_SLOF, REFERENCE_DISK, SCENARIOS
+from tests.conftest import QEMU72, SCENARIOS, real_slof_csv, reference_disks
 
 BAR4 = VIRTIO_PCI_MODERN_MEM_BAR
 
-QEMU72 = """
-[kernel]
-version = "{kernel}"
-[qemu]
-version = "7.2"
-disable_modern = false
-[device]
-iothread = {iothread}
-ioeventfd = {ioeventfd}
-[disk]
-image = "{image}"
-writable = true
-"""
 
-
-def _csv(name):
-    with open(os.path.join(REAL_SLOF, name)) as f:
-        return list(csv.DictReader(f))
 
 
 def _row(row):
@@ -48,8 +30,8 @@ def _row(row):
 
 
 def _boot(scenario_file, image="mkdisk", iothread=False, kernel="4.1"):
-    text = QEMU72.format(iothread=str(iothread).lower(), ioeventfd=str(iothread).lower(), image=image,
-                         kernel=kernel)
+    text = QEMU72.format(kernel=kernel, qemu_extra="disable_modern = false", iothread=str(iothread).lower(),
+                         ioeventfd=str(iothread).lower(), image=image)
     return machine.run(load(scenario_file(text)))
 
 
@@ -70,30 +52,25 @@ def _bar4_cpu(r):
     raise AssertionError("BAR 4 outside the PHB windows")
 
 
-def _disks():
-    yield "mkdisk"
-    if os.path.exists(REFERENCE_DISK):
-        yield REFERENCE_DISK
 
-
-@pytest.mark.parametrize("image", list(_disks()))
+@pytest.mark.parametrize("image", reference_disks())
 def test_modern_register_accesses_equal_real_slof(scenario_file, image):
     """Init (36 accesses: VERSION_1 negotiation, FEATURES_OK with read-backs,
     queue setup, queue_enable, DRIVER_OK) and every request (capacity,
     blk_size, queue_select, queue_notify_off, notify), access by access."""
     r = _boot(scenario_file, image)
-    want = [_row(row) for row in _csv("tr-modern-noioev_regs.csv")]
+    want = [_row(row) for row in real_slof_csv("tr-modern-noioev_regs.csv")]
     assert len(want) == 252
     assert _device_accesses(r) == want
     assert report.register_accesses(r) == want    # SLOF's side: the hcalls, values as meant
     assert report.outcome(r) == "booted"
 
 
-@pytest.mark.parametrize("image", list(_disks()))
+@pytest.mark.parametrize("image", reference_disks())
 def test_modern_block_requests_equal_real_slof(scenario_file, image):
     r = _boot(scenario_file, image)
     want = [{"type": row["type"], "sector": int(row["sector"]), "count": int(row["nsectors"])}
-            for row in _csv("tr-modern-noioev_requests.csv")]
+            for row in real_slof_csv("tr-modern-noioev_requests.csv")]
     got = [{k: q[k] for k in ("type", "sector", "count")} for q in report.block_requests(r.trace)]
     assert got == want
     assert report.summary(r)["bytes_loaded"] == 1052160
@@ -103,7 +80,7 @@ def test_with_iothread_the_device_sees_what_real_qemu_saw(scenario_file):
     """The notify stores hit the ioeventfd in the kernel and never reach the
     device: QEMU's own trace (216 accesses) is what remains."""
     r = _boot(scenario_file, iothread=True)
-    want = [_row(row) for row in _csv("tr-modern-io_regs.csv")]
+    want = [_row(row) for row in real_slof_csv("tr-modern-io_regs.csv")]
     assert _device_accesses(r) == want
     assert not [e for e in r.trace.named("virtio_queue_notify") if e.fields["via"] == "userspace"]
 
@@ -112,7 +89,7 @@ def test_capabilities_and_bar4_are_qemu_72s(scenario_file):
     """The vendor capabilities SLOF walked on real QEMU (pcicfg CSV): their
     chain, type, BAR, offset and notify_off_multiplier; BAR 4 is a 64-bit
     prefetchable 16 KiB BAR placed in the 64-bit window."""
-    rows = [row for row in _csv("tr-modern-noioev_pcicfg.csv") if row["rw"] == "R"]
+    rows = [row for row in real_slof_csv("tr-modern-noioev_pcicfg.csv") if row["rw"] == "R"]
     seen = {}
     for row in rows:
         seen[int(row["off"], 16)] = int(row["value"], 16)

@@ -1,31 +1,14 @@
 """The model against the real SLOF measured on real QEMU (tests/data/real-slof)."""
 
-import csv
 import os
 
 import pytest
 
 from sim import machine, report
 from sim.scenario import load
-from tests.conftest import REAL_SLOF, REFERENCE_DISK
-
-QEMU72 = """
-[kernel]
-version = "4.1"
-[qemu]
-version = "7.2"
-[device]
-iothread = {iothread}
-ioeventfd = {ioeventfd}
-[disk]
-image = "{image}"
-writable = true
-"""
+from tests.conftest import QEMU72, REFERENCE_DISK, real_slof_csv, reference_disks
 
 
-def _csv(name):
-    with open(os.path.join(REAL_SLOF, name)) as f:
-        return list(csv.DictReader(f))
 
 
 def _meant(row):
@@ -37,27 +20,23 @@ def _meant(row):
 
 
 def _boot(scenario_file, image="mkdisk", iothread=False):
-    text = QEMU72.format(iothread=str(iothread).lower(), ioeventfd=str(iothread or False).lower(), image=image)
+    text = QEMU72.format(kernel="4.1", qemu_extra="", iothread=str(iothread).lower(),
+                         ioeventfd=str(iothread or False).lower(), image=image)
     return machine.run(load(scenario_file(text)))
 
 
-def _disks():
-    yield "mkdisk"
-    if os.path.exists(REFERENCE_DISK):
-        yield REFERENCE_DISK
 
-
-@pytest.mark.parametrize("image", list(_disks()))
+@pytest.mark.parametrize("image", reference_disks())
 def test_legacy_register_accesses_equal_real_slof(scenario_file, image):
     r = _boot(scenario_file, image)
-    assert report.register_accesses(r) == [_meant(row) for row in _csv("tr-legacy-noioev_regs.csv")]
+    assert report.register_accesses(r) == [_meant(row) for row in real_slof_csv("tr-legacy-noioev_regs.csv")]
 
 
-@pytest.mark.parametrize("image", list(_disks()))
+@pytest.mark.parametrize("image", reference_disks())
 def test_block_requests_equal_real_slof(scenario_file, image):
     r = _boot(scenario_file, image)
     want = [{"type": row["type"], "sector": int(row["sector"]), "count": int(row["nsectors"])}
-            for row in _csv("tr-legacy-noioev_requests.csv")]
+            for row in real_slof_csv("tr-legacy-noioev_requests.csv")]
     got = [{k: q[k] for k in ("type", "sector", "count")} for q in report.block_requests(r.trace)]
     assert got == want
     assert report.summary(r)["bytes_loaded"] == 1052160
@@ -70,7 +49,7 @@ def test_with_iothread_the_device_sees_what_real_qemu_saw(scenario_file):
     seen = [{"bar": e.fields["bar"], "offset": e.fields["offset"], "size": e.fields["size"],
              "rw": e.fields["rw"], "value": e.fields["value"]}
             for e in report.firmware_trace(r.trace).named("virtio_pci_access")]   # SLOF's stage only
-    want = [dict(_meant(row), value=int(row["value"], 16)) for row in _csv("tr-legacy-io_regs.csv")]
+    want = [dict(_meant(row), value=int(row["value"], 16)) for row in real_slof_csv("tr-legacy-io_regs.csv")]
     assert seen == want
 
 

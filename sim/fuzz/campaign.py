@@ -42,17 +42,9 @@ async def _machine(case: Case, result: CaseResult, disk_file: str | None) -> Non
     vcpu = vm.create_vcpu(cpu)
     oracle = Oracle(m, vm, trace, result)
     vcpu.load_guest(HostileGuest(cpu, m, case, oracle).main())
-    done = False
     try:
-        async with trio.open_nursery() as nursery:
-            for ctx in (m.main_ctx, m.iothread_ctx):
-                if ctx is not None:
-                    ctx.nursery = nursery
-                    nursery.start_soon(ctx.run)
-            with trio.move_on_after(WATCHDOG_S):
-                await m.kvm_cpu_exec(vcpu)
-                done = True
-            nursery.cancel_scope.cancel()
+        _, hung = await m.run(vcpu, WATCHDOG_S)
+        done = not hung
     finally:
         vcpu.close()
         backend.close()

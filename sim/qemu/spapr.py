@@ -6,6 +6,8 @@ H_LOGICAL_CI_* hcalls when QEMU is new enough (2.4, 026bfd89); then runs
 the vcpu thread (kvm_cpu_exec): KVM_RUN, handle the exit, repeat.
 """
 
+import trio
+
 from sim import vtime
 from sim.abi import papr
 from sim.abi import kvm as uapi
@@ -237,6 +239,20 @@ class SpaprMachine:
         return [0, req_num, seq + 1, 2][:max(nret, 1)]   # status, vectors, seq, RTAS_TYPE_MSIX
 
     # -- the vcpu thread ---------------------------------------------------
+
+    async def run(self, vcpu, watchdog_s: float) -> tuple[object, bool]:
+        """The QEMU process: the main loop and IOThreads as tasks, the vcpu
+        thread here, for at most watchdog_s. Returns (guest result, hung)."""
+        async with trio.open_nursery() as nursery:
+            for ctx in (self.main_ctx, self.iothread_ctx):
+                if ctx is not None:
+                    ctx.nursery = nursery
+                    nursery.start_soon(ctx.run)
+            result, hung = None, True
+            with trio.move_on_after(watchdog_s):
+                result, hung = await self.kvm_cpu_exec(vcpu), False
+            nursery.cancel_scope.cancel()
+        return result, hung
 
     async def kvm_cpu_exec(self, vcpu) -> object:
         """qemu_kvm_cpu_thread_fn / kvm_cpu_exec: returns the guest model's result."""
