@@ -32,10 +32,7 @@ virtio_pci_legacy.c, virtio_pci_modern.c, drivers/block/virtio_blk.c):
   takes it with H_XIRR, reads the used ring (vring_interrupt; with INTx,
   vp_interrupt reads ISR first) and ends it with H_EOI.
 
-Accessors are ppc64's (arch/powerpc/include/asm/io.h): ioread8/iowrite8
-are lbz/stb, 16/32-bit ones are the byte-reversed lhbrx/lwbrx/sthbrx/stwbrx
-(in_le16 etc.), so the device sees little-endian values from a big-endian
-kernel.
+The transports and their ppc64 accessors are in linux_virtio_pci.py.
 
 Deviations, on purpose: the driver does not negotiate EVENT_IDX or
 INDIRECT_DESC (the device model implements neither; with one request in
@@ -51,24 +48,21 @@ from sim.abi import gpt as G
 from sim.abi import mbr as M
 from sim.abi import papr
 from sim.abi.virtio import (
-    CAP_FIELDS, COMMON_CFG, PCI_CAP_ID_VNDR, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_CONFIG_WCE,
-    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SCSI, VIRTIO_BLK_F_SEG_MAX,
+    CAP_FIELDS, PCI_CAP_ID_VNDR, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_FLUSH,
+    VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SCSI, VIRTIO_BLK_F_SEG_MAX,
     VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_T_IN, VIRTIO_CONFIG_S_ACKNOWLEDGE,
-    VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK,
-    VIRTIO_F_VERSION_1, VIRTIO_MSI_CONFIG_VECTOR, VIRTIO_MSI_QUEUE_VECTOR, VIRTIO_PCI_CAP_COMMON_CFG,
-    VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_GUEST_FEATURES,
-    VIRTIO_PCI_HOST_FEATURES, VIRTIO_PCI_ISR, VIRTIO_PCI_NOTIFY_CAP_MULT, VIRTIO_PCI_QUEUE_ADDR_SHIFT,
-    VIRTIO_PCI_QUEUE_NOTIFY, VIRTIO_PCI_QUEUE_NUM, VIRTIO_PCI_QUEUE_PFN, VIRTIO_PCI_QUEUE_SEL,
-    VIRTIO_PCI_STATUS, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, layouts, vring_addrs,
-    vring_size,
+    VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED,
+    VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1, VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG,
+    VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_NOTIFY_CAP_MULT, VRING_DESC_F_NEXT,
+    VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, layouts,
 )
 from sim.trace import KERNEL_STAGE_PHASE
 from firmware_model.hvcall import HvCalls
+from firmware_model.linux_virtio_pci import VIRTIO_MSI_NO_VECTOR, KernelIoError, LegacyPci, ModernPci
 from firmware_model.pci import PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, Phb, PciFunction
 
 PCI_CAP_ID_MSIX = 0x11
 PCI_MSIX_FLAGS_ENABLE, PCI_MSIX_FLAGS_MASKALL = 0x8000, 0x4000
-VIRTIO_MSI_NO_VECTOR = 0xFFFF
 RTAS_CHANGE_MSIX_FN = papr.RTAS_CHANGE_MSIX_FN
 
 # virtio_blk's feature table (legacy; the modern one drops SCSI), plus the
@@ -86,159 +80,6 @@ REQ = KDATA + 0x8000             # struct virtblk_req: out header, status byte
 BUFFERS = KDATA + 0x100000       # page-cache pages the reads land in
 PAGE = 4096
 HUNG_TASK_TIMEOUT_S = 120        # CONFIG_DEFAULT_HUNG_TASK_TIMEOUT
-
-
-class KernelIoError(Exception):
-    """The kernel stage could not complete its I/O (probe failed, timed out)."""
-
-
-def _bswap(value: int, size: int) -> int:
-    return int.from_bytes(value.to_bytes(size, "little"), "big") if size > 1 else value
-
-
-class _Mmio:
-    """ioread/iowrite on ppc64: byte accesses plain, wider ones byte-reversed."""
-
-    def __init__(self, cpu):
-        self.cpu = cpu
-
-    async def ioread(self, size: int, addr: int) -> int:
-        return await self.cpu.load(addr, size, byte_reversed=size > 1)
-
-    async def iowrite(self, size: int, addr: int, value: int) -> None:
-        await self.cpu.store(addr, size, value, byte_reversed=size > 1)
-
-
-class LegacyPci(_Mmio):
-    """virtio_pci_legacy.c over BAR 0 (the I/O window, memory-mapped on spapr)."""
-    modern = False
-
-    def __init__(self, cpu, base: int):
-        super().__init__(cpu)
-        self.base = base
-        self.msix = False
-        self.isr = base + VIRTIO_PCI_ISR
-
-    async def get_status(self) -> int:
-        return await self.ioread(1, self.base + VIRTIO_PCI_STATUS)
-
-    async def set_status(self, status: int) -> None:
-        await self.iowrite(1, self.base + VIRTIO_PCI_STATUS, status)
-
-    async def reset(self) -> None:
-        """vp_reset: write 0, read back to flush the write."""
-        await self.set_status(0)
-        await self.get_status()
-
-    async def get_features(self) -> int:
-        return await self.ioread(4, self.base + VIRTIO_PCI_HOST_FEATURES)
-
-    async def finalize_features(self, features: int) -> None:
-        await self.iowrite(4, self.base + VIRTIO_PCI_GUEST_FEATURES, features & 0xFFFFFFFF)
-
-    async def config_vector(self, vector: int) -> int:
-        await self.iowrite(2, self.base + VIRTIO_MSI_CONFIG_VECTOR, vector)
-        return await self.ioread(2, self.base + VIRTIO_MSI_CONFIG_VECTOR)
-
-    async def setup_vq(self, index: int, ring: int, msix_vec: int):
-        """setup_vq: (num, notify address, vector) or None (-ENOENT)."""
-        await self.iowrite(2, self.base + VIRTIO_PCI_QUEUE_SEL, index)
-        num = await self.ioread(2, self.base + VIRTIO_PCI_QUEUE_NUM)
-        if not num or await self.ioread(4, self.base + VIRTIO_PCI_QUEUE_PFN):
-            return None
-        self.cpu.ram.write(ring, bytes(vring_size(num)))
-        await self.iowrite(4, self.base + VIRTIO_PCI_QUEUE_PFN, ring >> VIRTIO_PCI_QUEUE_ADDR_SHIFT)
-        if msix_vec != VIRTIO_MSI_NO_VECTOR:
-            await self.iowrite(2, self.base + VIRTIO_MSI_QUEUE_VECTOR, msix_vec)
-            msix_vec = await self.ioread(2, self.base + VIRTIO_MSI_QUEUE_VECTOR)
-        return num, vring_addrs(ring, num), self.base + VIRTIO_PCI_QUEUE_NOTIFY, msix_vec
-
-    async def enable_vqs(self, index: int) -> None:
-        """Legacy queues are live once QUEUE_PFN is set."""
-
-    async def read_config(self, offset: int, size: int) -> int:
-        """vp_get: byte by byte (ioread8) into memory, read back as a
-        native (big-endian) value: legacy config is guest-endian."""
-        off = self.base + (24 if self.msix else 20) + offset
-        raw = bytearray()
-        for i in range(size):
-            raw.append(await self.ioread(1, off + i))
-        return int.from_bytes(raw, "big")
-
-
-class ModernPci(_Mmio):
-    """virtio_pci_modern.c over the four virtio 1.0 structures."""
-    modern = True
-
-    def __init__(self, cpu, common: int, isr: int, device: int, notify: int, notify_mult: int):
-        super().__init__(cpu)
-        self.common, self.isr, self.device = common, isr, device
-        self.notify, self.notify_mult = notify, notify_mult
-
-    def _c(self, field: str) -> int:
-        return self.common + COMMON_CFG[field]
-
-    async def get_status(self) -> int:
-        return await self.ioread(1, self._c("device_status"))
-
-    async def set_status(self, status: int) -> None:
-        await self.iowrite(1, self._c("device_status"), status)
-
-    async def reset(self) -> None:
-        await self.set_status(0)
-        await self.get_status()
-
-    async def get_features(self) -> int:
-        await self.iowrite(4, self._c("device_feature_select"), 0)
-        lo = await self.ioread(4, self._c("device_feature"))
-        await self.iowrite(4, self._c("device_feature_select"), 1)
-        hi = await self.ioread(4, self._c("device_feature"))
-        return hi << 32 | lo
-
-    async def finalize_features(self, features: int) -> None:
-        await self.iowrite(4, self._c("driver_feature_select"), 0)
-        await self.iowrite(4, self._c("driver_feature"), features & 0xFFFFFFFF)
-        await self.iowrite(4, self._c("driver_feature_select"), 1)
-        await self.iowrite(4, self._c("driver_feature"), features >> 32)
-
-    async def config_vector(self, vector: int) -> int:
-        await self.iowrite(2, self._c("msix_config"), vector)
-        return await self.ioread(2, self._c("msix_config"))
-
-    async def setup_vq(self, index: int, ring: int, msix_vec: int):
-        await self.iowrite(2, self._c("queue_select"), index)
-        num = await self.ioread(2, self._c("queue_size"))
-        if not num or await self.ioread(2, self._c("queue_enable")):
-            return None
-        off = await self.ioread(2, self._c("queue_notify_off"))
-        self.cpu.ram.write(ring, bytes(vring_size(num)))
-        desc, avail, used = vring_addrs(ring, num)
-        await self.iowrite(2, self._c("queue_size"), num)
-        for name, addr in (("desc", desc), ("avail", avail), ("used", used)):
-            await self.iowrite(4, self._c(f"queue_{name}_lo"), addr & 0xFFFFFFFF)
-            await self.iowrite(4, self._c(f"queue_{name}_hi"), addr >> 32)
-        if msix_vec != VIRTIO_MSI_NO_VECTOR:
-            await self.iowrite(2, self._c("queue_msix_vector"), msix_vec)
-            msix_vec = await self.ioread(2, self._c("queue_msix_vector"))
-        return num, (desc, avail, used), self.notify + off * self.notify_mult, msix_vec
-
-    async def enable_vqs(self, index: int) -> None:
-        """vp_modern_find_vqs: select each queue and set queue_enable."""
-        await self.iowrite(2, self._c("queue_select"), index)
-        await self.iowrite(2, self._c("queue_enable"), 1)
-
-    async def read_config(self, offset: int, size: int) -> int:
-        """vp_get: ioread8/16/32 by size (64 as two 32s), little-endian,
-        inside a config_generation check (__virtio_cread_many)."""
-        while True:
-            gen = await self.ioread(1, self._c("config_generation"))
-            if size == 8:
-                value = await self.ioread(4, self.device + offset)
-                value |= await self.ioread(4, self.device + offset + 4) << 32
-            else:
-                value = await self.ioread(size, self.device + offset)
-            if await self.ioread(1, self._c("config_generation")) == gen:
-                return value
 
 
 class LinuxVirtioBlk:
