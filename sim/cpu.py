@@ -35,8 +35,10 @@ HDSI = Trap("hdsi")
 # data in r10 (any GPRs would do; KVM reads them from the instruction).
 MMIO_ADDR_REG, MMIO_DATA_REG = 9, 10
 
-# Power ISA load/store encodings KVM's kvmppc_emulate_loadstore decodes:
-# (primary opcode, extended opcode or None) per (size, store, byte-reversed).
+# The load/store forms this CPU model's load/store methods encode (KVM's own
+# decoder, the 4.x opcode switch, is sim.kvm.book3s.decode_emulated; it has
+# no ldbrx/stdbrx): (primary opcode, extended opcode or None) per
+# (size, store, byte-reversed).
 # D-form: lbz 34, lhz 40, lwz 32, stb 38, sth 44, stw 36; DS-form ld 58/0,
 # std 62/0; X-form (31): lhbrx 790, lwbrx 534, ldbrx 532, sthbrx 918,
 # stwbrx 662, stdbrx 660.
@@ -116,6 +118,20 @@ class PowerCPU:
         self.hdar = addr
         await _take(HDSI)
         return 0 if store else gpr[MMIO_DATA_REG] & ((1 << (8 * size)) - 1)
+
+    async def execute_loadstore(self, word: int, ea: int) -> None:
+        """Execute one instruction word (any word: the guest's own code) as
+        a data access to ea that faults to the hypervisor -- an HDSI, as
+        for a device register with MSR[DR]=1. KVM reads the word (HEIR)
+        and emulates it, or fails to; the guest reads any result from the
+        GPRs. ea must be outside RAM (a memslot would not fault)."""
+        if not self.msr_dr:
+            raise RuntimeError("an HDSI on emulated MMIO needs MSR[DR]=1")
+        if 0 <= ea < self.ram.size:
+            raise ValueError(f"0x{ea:x} is guest RAM: the access would not fault")
+        self.last_inst = word & 0xFFFF_FFFF
+        self.hdar = ea & 0xFFFF_FFFF_FFFF_FFFF
+        await _take(HDSI)
 
     async def load(self, addr: int, size: int, byte_reversed: bool = False) -> int:
         """A data-relocated load: lbz/lhz/lwz/ld, or lhbrx/lwbrx/ldbrx."""

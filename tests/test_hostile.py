@@ -2,7 +2,8 @@
 
 Hypothesis drives the same generators as `slofsim fuzz`: arbitrary hcalls
 (numbers, sizes, addresses in RAM, BARs, holes, past RAM and near 2**64,
-values), arbitrary vring contents and arbitrary virtio-blk requests. After
+values), arbitrary vring contents, arbitrary virtio-blk requests, and
+arbitrary MMU-on load/store instruction words at such addresses. After
 every operation the campaign's oracle checks the guest's view against
 reference/kvm.md and qemu.md; any host-side exception, hang, or answer the
 real stack would not give fails the example.
@@ -57,6 +58,16 @@ def test_arbitrary_vring_contents_never_escape_the_device(data):
 @given(st.data())
 def test_arbitrary_virtio_blk_requests_are_served_or_rejected_as_qemu_does(data):
     _check(fuzz.gen_case(DataChooser(data), "blk"))
+
+
+@BOUNDED
+@given(st.data())
+def test_arbitrary_mmu_on_loads_and_stores_get_what_kvm_and_qemu_give(data):
+    """Any instruction word (emulated forms, update/indexed/sign-extending
+    forms, cache ops, words KVM cannot emulate) at any address (RAM, the
+    legacy, MSI-X and modern BARs, ioeventfd addresses, unmapped PHB
+    windows, holes, past RAM, near 2**64), any value, either MSR[LE]."""
+    _check(fuzz.gen_case(DataChooser(data), "mmio"))
 
 
 # -- the crashes the campaign found, pinned -------------------------------
@@ -122,4 +133,79 @@ def test_fuzz_subcommand(capsys):
     assert main(["fuzz", "--seconds", "1", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "host-side exceptions: 0" in out and "hangs: 0" in out and "inputs tried:" in out
+    assert "machines by kind: hcall" in out and ", mmio " in out and "MMU-on loads/stores:" in out
     assert main(["fuzz", "--seconds", "0"]) == 2
+
+
+# -- the MMU-on path: what the mmio kind found, pinned ---------------------
+
+def _mmio(word, addr, val=0, le=False):
+    return fuzz.Mmio(word, addr, val, le)
+
+
+LWBRX_BASE_REG = fuzz.word_for(4, False, True, 10, 3, 4)        # lwbrx r10,r3,r4
+STHBRX_KICK = fuzz.word_for(2, True, True, 10, 0, 9)            # sthbrx r10,0,r9: ppc64 iowrite16
+
+
+def test_x_form_with_a_base_register_is_emulated():
+    """kvmppc_emulate_loadstore decodes lwbrx by its extended opcode; RA
+    only forms the EA, which KVM takes from the fault. The model wanted
+    RA=0 and made it an emulation failure."""
+    r = _check(_case("mmio", [_mmio(LWBRX_BASE_REG, ("bar0", 0))]))      # HOST_FEATURES
+    assert r.mmio_paths == {"KVM_EXIT_MMIO load": 1}
+
+
+def test_update_indexed_and_sign_extending_forms_are_emulated():
+    """4.x emulates lwzu/stbu/sthux (RA := EA), lwzx, lha/lhax (sign
+    extension), and dcbf as nothing; the model failed all of them."""
+    words = [(33 << 26) | (10 << 21) | (9 << 16) | 8,                     # lwzu r10,8(r9)
+             (39 << 26) | (10 << 21) | (9 << 16),                         # stbu r10,0(r9)
+             (31 << 26) | (10 << 21) | (3 << 16) | (4 << 11) | (439 << 1),  # sthux r10,r3,r4
+             (31 << 26) | (10 << 21) | (3 << 16) | (4 << 11) | (23 << 1),   # lwzx r10,r3,r4
+             (42 << 26) | (10 << 21) | (9 << 16),                         # lha r10,0(r9)
+             (31 << 26) | (3 << 16) | (4 << 11) | (86 << 1)]              # dcbf r3,r4
+    ops = [_mmio(w, ("hole", 0x1000), 0x8000) for w in words]
+    r = _check(_case("mmio", ops))
+    assert r.mmio_paths == {"KVM_EXIT_MMIO load": 3, "KVM_EXIT_MMIO store": 2, "cache op, done as nothing": 1}
+
+
+def test_kick_by_mmio_is_taken_by_the_ioeventfd_on_either_guest_endianness():
+    ops = [_mmio(STHBRX_KICK, ("notify", 0)), _mmio(STHBRX_KICK, ("ioeventfd", (0, 0)), 0, True)]
+    r = _check(_case("mmio", ops))
+    assert r.mmio_paths["KVM_EXIT_MMIO store"] + r.mmio_paths["store taken by an ioeventfd in KVM"] == 2
+    assert r.mmio_paths["store taken by an ioeventfd in KVM"] >= 1
+
+
+def test_a_word_kvm_cannot_emulate_stops_a_4x_vm():
+    """EMULATE_FAIL: kvmppc_emulate_loadstore queues a program interrupt,
+    kvmppc_emulate_mmio returns RESUME_HOST with KVM_EXIT_UNKNOWN (4.x),
+    and QEMU's kvm_cpu_exec does vm_stop(RUN_STATE_INTERNAL_ERROR). ldbrx
+    is one: 4.x has no case for it."""
+    for word in ((46 << 26) | (10 << 21) | (9 << 16),                    # lmw r10,0(r9)
+                 fuzz.word_for(8, False, True, 10, 0, 9),                # ldbrx r10,0,r9
+                 0x00000000):
+        r = _check(_case("mmio", [_mmio(word, ("bar0", 4)), _mmio(LWBRX_BASE_REG, ("bar0", 0))],
+                         config=fuzz.MMIO_CONFIGS[-1]))
+        assert r.mmio_paths == {"emulation failure": 1} and r.ops["mmio"] == 1
+
+
+async def test_newer_kernels_resume_the_guest_with_a_program_interrupt(autojump_clock):
+    from sim.cpu import PowerCPU
+    from sim.costs import Costs
+    from sim.kvm.vcpu import SIM_GUEST_IDLE
+    from sim.kvm.vm import KernelConfig, KvmVm
+    from sim.ram import GuestRAM
+    from sim.trace import Trace
+    vm = KvmVm(KernelConfig("5.18", "HV", "little"), GuestRAM(0x10000), Trace(), Costs())
+    cpu = PowerCPU(vm.ram)
+    cpu.msr_dr = True
+    vcpu = vm.create_vcpu(cpu)
+    seen = []
+
+    async def guest():
+        await cpu.execute_loadstore(0xB9490000, 0x20000)          # lmw r10,0(r9)
+        seen.append(cpu.take_exception())
+
+    vcpu.load_guest(guest())
+    assert (await vcpu.ioctl_run()).exit_reason == SIM_GUEST_IDLE
+    assert seen == [0x700]

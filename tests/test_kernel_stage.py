@@ -233,7 +233,7 @@ async def test_kvm_exit_mmio_store_data_is_the_guest_memory_image(autojump_clock
     (2, True, "abcd", 0xCDAB),            # lhbrx: ioread16
     (4, False, "01020304", 0x01020304),
     (4, True, "01020304", 0x04030201),    # lwbrx: ioread32
-    (8, True, "0102030405060708", 0x0807060504030201),
+    (8, False, "0102030405060708", 0x0102030405060708),   # ld (ldbrx: not emulated by 4.x KVM)
 ])
 async def test_kvm_exit_mmio_load_completes_from_the_memory_image(autojump_clock, host_endian, size,
                                                                    byte_reversed, image, want):

@@ -3,9 +3,9 @@
 The guest here is not SLOF. It runs on the same vcpu and reaches the host
 the same ways a real guest does -- `sc 1` hcalls, and guest RAM for the
 rings and buffers -- but with arbitrary hcall numbers, sizes, addresses and
-values, arbitrary vring contents and arbitrary virtio-blk headers. (The CPU
-model has no MMIO trap: device registers are reached through
-H_LOGICAL_CI_LOAD/STORE, as in real mode.)
+values, arbitrary vring contents and arbitrary virtio-blk headers -- and,
+with the MMU on (the kernel stage's path), arbitrary load/store instruction
+words at arbitrary addresses, which take an HDSI to KVM's MMIO emulation.
 
 Each case is one machine (one trio.run). After every operation an oracle
 written from reference/kvm.md and qemu.md, independently of the host code,
@@ -19,6 +19,15 @@ checks what the guest saw:
   read in host order) all say so; otherwise an exit, where QEMU's
   h_logical_load/store give H_PARAMETER for bad sizes; H_TOO_HARD never
   reaches r3, and a punt leaves r4..r12 as the guest set them;
+- KVM's answer to every MMU-on access (kvm.md §7, kvmppc_emulate_loadstore
+  of the 4.x kernels): a store an ioeventfd matches (exact address, length,
+  datamatch on the guest-endian memory image read in host order) signals it
+  with no exit; every other emulated access exits KVM_EXIT_MMIO with
+  phys_addr/len/is_write and that memory image; a load completes into its
+  GPR in the guest's byte order, zero- or (lha) sign-extended, an update
+  form sets RA to the EA, and no other GPR moves; a word KVM cannot emulate
+  exits KVM_EXIT_UNKNOWN with a program interrupt queued, and QEMU stops
+  the VM (internal-error);
 - the device either serves a request correctly (status, used id and len,
   the data read) or does what QEMU does: IOERR/UNSUPP, or virtio_error with
   QEMU's reason, after which the queue is not served until reset.
@@ -29,8 +38,9 @@ Choices come from a Chooser, so the same generators serve hypothesis
 
 from sim.fuzz.campaign import campaign, cmd_fuzz, run_case
 from sim.fuzz.cases import (
-    DISK, RAM_SIZE, RTAS_BUF, SERVING, Blk, Case, Hcall, Pfn, Ring, Rtas, gen_case,
+    DISK, MMIO_CONFIGS, RAM_SIZE, RTAS_BUF, SERVING, Blk, Case, Hcall, Mmio, Pfn, Ring, Rtas, gen_case,
+    word_for,
 )
 
-__all__ = ["DISK", "RAM_SIZE", "RTAS_BUF", "SERVING", "Blk", "Case", "Hcall", "Pfn", "Ring", "Rtas",
-           "campaign", "cmd_fuzz", "gen_case", "run_case"]
+__all__ = ["DISK", "MMIO_CONFIGS", "RAM_SIZE", "RTAS_BUF", "SERVING", "Blk", "Case", "Hcall", "Mmio", "Pfn",
+           "Ring", "Rtas", "campaign", "cmd_fuzz", "gen_case", "run_case", "word_for"]

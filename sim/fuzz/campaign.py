@@ -22,7 +22,7 @@ from sim.qemu.spapr import Console, SpaprMachine
 from sim.ram import GuestRAM
 from sim.trace import Trace
 from sim.fuzz.cases import (
-    Case, CaseResult, DISK, RAM_SIZE, RandomChooser, WALL_LIMIT_S, WATCHDOG_S, _WallClockHang, gen_case,
+    KINDS, Case, CaseResult, DISK, RAM_SIZE, RandomChooser, WALL_LIMIT_S, WATCHDOG_S, _WallClockHang, gen_case,
 )
 from sim.fuzz.guest import HostileGuest, Oracle
 
@@ -43,12 +43,16 @@ async def _machine(case: Case, result: CaseResult, disk_file: str | None) -> Non
     oracle = Oracle(m, vm, trace, result)
     vcpu.load_guest(HostileGuest(cpu, m, case, oracle).main())
     try:
-        _, hung = await m.run(vcpu, WATCHDOG_S)
+        run_result, hung = await m.run(vcpu, WATCHDOG_S)
         done = not hung
     finally:
         vcpu.close()
         backend.close()
     result.sim_time = vtime.now()
+    if done and oracle.expect_stop is not None:
+        oracle.check_stopped_on_failure(run_result, cpu)
+    elif done and run_result != {"stage": "hostile guest done"}:
+        result.violations.append(f"the guest did not run to its end: the run ended with {run_result!r}")
     for e in trace.events:   # every hcall of the run, the driver's own included
         if e.name == "hcall_done" and e.fields.get("ret") == papr.H_TOO_HARD:
             result.violations.append(f"hcall 0x{e.fields['nr']:x}: H_TOO_HARD reached the guest")
@@ -103,6 +107,8 @@ class Campaign:
     device_errors: Counter = dataclasses.field(default_factory=Counter)
     statuses: Counter = dataclasses.field(default_factory=Counter)
     hcall_paths: Counter = dataclasses.field(default_factory=Counter)
+    mmio_paths: Counter = dataclasses.field(default_factory=Counter)
+    kinds: Counter = dataclasses.field(default_factory=Counter)
     exceptions: list = dataclasses.field(default_factory=list)
     hangs: list = dataclasses.field(default_factory=list)
     violations: list = dataclasses.field(default_factory=list)
@@ -118,6 +124,8 @@ class Campaign:
         self.device_errors.update(r.device_errors)
         self.statuses.update(r.statuses)
         self.hcall_paths.update(r.hcall_paths)
+        self.mmio_paths.update(r.mmio_paths)
+        self.kinds[case.kind] += 1
         self.sim_time += r.sim_time
         if r.exception:
             self.exceptions.append((case, r.exception))
@@ -146,7 +154,10 @@ def format_campaign(c: Campaign, seconds: float, seed: int) -> str:
              f"{c.sim_time:.3f} simulated s",
              "request statuses: " + (", ".join(f"{names.get(k, k)} {v}" for k, v in sorted(c.statuses.items()))
                                      or "none"),
+             "machines by kind: " + ", ".join(f"{k} {c.kinds[k]}" for k in KINDS),
              "raw hcalls: " + (", ".join(f"{k} {v}" for k, v in sorted(c.hcall_paths.items())) or "none"),
+             "MMU-on loads/stores: " + (", ".join(f"{k} {v}" for k, v in sorted(c.mmio_paths.items()))
+                                        or "none"),
              "device errors by reason (virtio_error):"]
     lines += [f"  {v:6d}  {k}" for k, v in c.device_errors.most_common()] or ["  none"]
     lines.append(f"host-side exceptions: {len(c.exceptions)}")

@@ -240,6 +240,115 @@ def gen_ring(ch, num: int) -> Ring:
     return Ring(descs, indirect, avail, idx_step, ch.choice((0, 0, 0, 1, 0x100)))
 
 
+# -- MMU-on loads and stores (the kernel stage's path) ----------------------
+
+@dataclasses.dataclass
+class Mmio:
+    """One data-relocated (MSR[DR]=1) load or store: an instruction word,
+    the address it touches (symbolic), the value in its source/target GPR
+    beforehand, and the guest's MSR[LE]. A device address takes an HDSI and
+    KVM emulates the word (or fails to); a RAM address is plain memory."""
+    word: int
+    addr: tuple
+    val: int
+    guest_le: bool
+
+
+# The load/store forms the CPU model encodes (its load/store methods), by
+# Power ISA primary opcode, or 31 and the extended opcode: D-form lbz 34,
+# lhz 40, lwz 32, stb 38, sth 44, stw 36; DS-form ld 58/0, std 62/0;
+# X-form lhbrx 790, lwbrx 534, ldbrx 532, sthbrx 918, stwbrx 662, stdbrx 660.
+D_FORMS = {(1, False): 34, (2, False): 40, (4, False): 32, (8, False): 58,
+           (1, True): 38, (2, True): 44, (4, True): 36, (8, True): 62}
+X_BYTEREV = {(2, False): 790, (4, False): 534, (8, False): 532,
+             (2, True): 918, (4, True): 662, (8, True): 660}
+# More forms the 4.x kvmppc_emulate_loadstore emulates: update forms
+# lwzu 33, lbzu 35, stwu 37, stbu 39, lhzu 41, lhau 43, sthu 45; lha 42;
+# 31/xo lwzx 23, lbzx 87, lbzux 119, stwx 151, stbx 215, stbux 247,
+# lhzx 279, lhzux 311, lhax 343, sthx 407, sthux 439; the cache ops dcbst 54,
+# dcbf 86, dcbi 470 (done as nothing); any DS-form of ld/std (ldu, lwa, stdu).
+MORE_PRIMARY = (33, 35, 37, 39, 41, 42, 43, 45)
+MORE_XO31 = (23, 87, 119, 151, 215, 247, 279, 311, 343, 407, 439, 54, 86, 470)
+# Memory-access instructions it does not emulate (EMULATE_FAIL): lfs..stfdu
+# 48-55, lmw 46, stmw 47, lq 56; 31/xo lwarx 20, ldarx 84, stwcx. 150,
+# stdcx. 214, lbarx 52, lharx 116, lswx 533, lswi 597, stswx 661, stswi 725,
+# and the 64-bit and other forms only later kernels emulate: ldx 21, ldux 53,
+# lwzux 55, stdx 149, stdux 181, stwux 183, lwax 341, lwaux 373, lhaux 375,
+# ldbrx 532, stdbrx 660.
+NEVER_OPS = (46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56)
+NEVER_XO31 = (20, 84, 150, 214, 52, 116, 533, 597, 661, 725, 21, 53, 55, 149, 181, 183, 341, 373, 375,
+              532, 660)
+# Words that are no load or store at all: what KVM reads when the guest
+# rewrote the instruction between the fault and the emulation (illegal 0,
+# nop, sc 1, addi). They fail the same way.
+NOT_MEMORY = (0x00000000, 0x60000000, 0x44000022, 0x38600001)
+
+
+def word_for(size: int, store: bool, byte_reversed: bool, rt: int, ra: int, rb: int = 0, rc: int = 0) -> int:
+    """The instruction word of one CPU-encodable form (D-form displacement 0)."""
+    if byte_reversed:
+        return (31 << 26) | (rt << 21) | (ra << 16) | (rb << 11) | (X_BYTEREV[(size, store)] << 1) | rc
+    return (D_FORMS[(size, store)] << 26) | (rt << 21) | (ra << 16)
+
+
+def gen_word(ch) -> int:
+    """Mostly emulated forms: a failing word stops a 4.x VM, ending the case."""
+    g = ch.integer(0, 39)
+    rt, ra = ch.choice((10, 10, 0, 1, 9, 31, ch.integer(0, 31))), ch.choice((9, 9, 0, 10, ch.integer(0, 31)))
+    rb, low = ch.choice((9, 0, ch.integer(0, 31))), ch.choice((0, 0, 0, 1))
+    if g < 22:
+        if ch.boolean():   # X-form: RA 0 (as ppc64's in_le32) or a base register; Rc ignored
+            size = ch.choice((2, 4, 2, 4, 2, 4, 8))
+            return word_for(size, ch.boolean(), True, rt, ch.choice((0, 0, ra)), rb, low)
+        return word_for(ch.choice((1, 2, 4, 8)), ch.boolean(), False, rt, ra)
+    if g < 30:
+        return (ch.choice(MORE_PRIMARY) << 26) | (rt << 21) | (ra << 16) | ch.choice((0, 8, ch.integer(0, 0xFFFF)))
+    if g < 34:
+        return (31 << 26) | (rt << 21) | (ra << 16) | (rb << 11) | (ch.choice(MORE_XO31) << 1) | low
+    if g < 36:
+        return (ch.choice((58, 62)) << 26) | (rt << 21) | (ra << 16) | ch.choice((1, 2, 3))
+    if g < 37:
+        return (ch.choice(NEVER_OPS) << 26) | ch.integer(0, (1 << 26) - 1)
+    if g < 39:
+        return (31 << 26) | (ch.integer(0, (1 << 15) - 1) << 11) | (ch.choice(NEVER_XO31) << 1) | ch.integer(0, 1)
+    return ch.choice(NOT_MEMORY)
+
+
+def _mmio_addr(ch):
+    base = ch.choice(("ram", "ram_end", "bar0", "bar0", "notify", "ioeventfd", "ioeventfd", "bar1", "bar4",
+                      "bar4", "iowin", "memwin", "hole", "beyond", "top", "abs"))
+    if base == "ram":
+        return base, ch.choice((0, 8, RING, DATA, ch.integer(0, RAM_SIZE - 1)))
+    if base in ("ram_end", "top"):
+        return base, -ch.integer(0, 16)
+    if base == "bar0":
+        return base, ch.integer(0, 40)
+    if base == "notify":
+        return base, ch.choice((0, 0, 1, -1, 2))
+    if base == "ioeventfd":     # the address of a registered ioeventfd (k-th), maybe off by one
+        return base, (ch.integer(0, 3), ch.choice((0, 0, 0, 0, 1, -1, 2)))
+    if base == "bar1":
+        return base, ch.choice((0, 12, 0x800, ch.integer(0, 0x1000)))
+    if base == "bar4":
+        return base, ch.choice((0x0, 0x14, 0x16, 0x1000, 0x2000, 0x3000, 0x3004, ch.integer(0, 0x4000)))
+    if base in ("iowin", "memwin"):   # in a PHB window, away from the BARs
+        return base, ch.integer(0x8000, 0xFFFF)
+    if base == "hole":
+        return base, ch.integer(0, 1 << 40)
+    if base == "beyond":
+        return base, ch.integer(0, 1 << 20)
+    return base, ch.integer(0, M64)
+
+
+def gen_mmio(ch) -> Mmio:
+    if ch.integer(0, 3) == 0:   # a queue kick: sth/sthbrx at a notify address, the one store KVM takes
+        rev = ch.boolean()
+        return Mmio(word_for(2, True, rev, 10, 0 if rev else 9, 9), ("ioeventfd", (ch.integer(0, 3), 0)),
+                    ch.choice((0, 0, 0, 1, 0x100, 0xFFFF)), ch.choice((False, False, True)))
+    return Mmio(gen_word(ch), _mmio_addr(ch), ch.choice((0, 1, 0x100, 0xFFFF, _u64(ch))),
+                ch.choice((False, False, False, True)))
+
+
 BLK_TYPES = (VIRTIO_BLK_T_IN, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
              2, 3, 5, 9, 11, 13, 0x10, VIRTIO_BLK_T_IN | VIRTIO_BLK_T_BARRIER,
              VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_BARRIER)
@@ -274,13 +383,15 @@ class Config:
     host_endian: str
     qemu: tuple
     iothread: bool
+    modern: bool = False     # disable-modern=off: a transitional device with BAR 4
 
     def scenario(self, queue_size: int) -> Scenario:
         q = self.qemu
         return Scenario(path="<fuzz>", name=f"fuzz-{self.name}", kernel_version=self.kernel, kvm=self.kvm,
                         host_endian=self.host_endian, qemu_version=q, enable_logical_ci=q >= (2, 4),
                         forward_userspace_kick=q >= (4, 2), emulate_ioeventfd=q >= (2, 5),
-                        iothread=self.iothread, ioeventfd=True, queue_size=queue_size, ram_mib=RAM_MIB)
+                        iothread=self.iothread, ioeventfd=True, queue_size=queue_size, ram_mib=RAM_MIB,
+                        disable_modern=not self.modern)
 
 
 # Configurations in which every kick reaches the queue (no 2015 stall), so
@@ -296,11 +407,16 @@ SERVING = (
 # ... and the 2015 stall, where a dropped kick is what QEMU did.
 ALL_CONFIGS = SERVING + (Config("dataplane-stall", "4.0", "HV", "big", (2, 3), True),
                          Config("kernel-fixed-qemu-old", "4.1", "HV", "big", (2, 3), True))
+# ... and, for the MMU-on path, transitional devices (modern BAR 4; from
+# 2.8 in the 64-bit window).
+MMIO_CONFIGS = ALL_CONFIGS + (Config("modern-dataplane", "4.0", "HV", "big", (2, 5), True, True),
+                              Config("modern-dataplane-le", "4.1", "HV", "little", (2, 8), True, True),
+                              Config("modern-pr", "4.1", "PR", "big", (4, 2), False, True))
 
 
 @dataclasses.dataclass
 class Case:
-    kind: str         # "hcall", "ring" or "blk"
+    kind: str         # "hcall", "ring", "blk" or "mmio"
     config: Config
     queue_size: int
     writable: bool
@@ -308,7 +424,7 @@ class Case:
     ops: list
 
 
-KINDS = ("hcall", "ring", "blk")
+KINDS = ("hcall", "ring", "blk", "mmio")
 
 
 def gen_op(ch, kind: str, num: int):
@@ -318,15 +434,17 @@ def gen_op(ch, kind: str, num: int):
     if kind == "ring":
         g = ch.choice(("ring", "ring", "ring", "pfn", "blk"))
         return gen_ring(ch, num) if g == "ring" else gen_pfn(ch) if g == "pfn" else gen_blk(ch)
+    if kind == "mmio":
+        return gen_mmio(ch)
     return gen_blk(ch)
 
 
 def gen_case(ch, kind: str | None = None) -> Case:
     kind = kind or ch.choice(KINDS)
-    config = ch.choice(ALL_CONFIGS if kind == "hcall" else SERVING)
+    config = ch.choice(ALL_CONFIGS if kind == "hcall" else MMIO_CONFIGS if kind == "mmio" else SERVING)
     num = ch.choice((4, 8, 128))
     features = ch.choice((0, 1 << 6, 1 << 28, 0xFFFFFFFF))
-    n = ch.integer(1, 6)
+    n = ch.integer(1, 12 if kind == "mmio" else 6)
     ops = [gen_op(ch, kind, num) for _ in range(n)]
     return Case(kind, config, num, ch.boolean(), features, ops)
 
@@ -346,6 +464,7 @@ class CaseResult:
     device_errors: Counter = dataclasses.field(default_factory=Counter)
     statuses: Counter = dataclasses.field(default_factory=Counter)
     hcall_paths: Counter = dataclasses.field(default_factory=Counter)
+    mmio_paths: Counter = dataclasses.field(default_factory=Counter)
     violations: list = dataclasses.field(default_factory=list)
     exception: str | None = None
     hung: str | None = None

@@ -20,11 +20,63 @@ from sim.abi.virtio import (
     VIRTIO_PCI_QUEUE_PFN, VIRTIO_PCI_QUEUE_SEL, VIRTIO_PCI_STATUS, VRING_DESC_F_INDIRECT,
     VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, layouts, vring_addrs, vring_size,
 )
+from sim.abi.virtio import VIRTIO_PCI_ISR, VIRTIO_PCI_ISR_OFF, VIRTIO_PCI_REGION_SIZE
+from sim.cpu import MMIO_ADDR_REG, MMIO_DATA_REG, encode_loadstore
 from sim.fuzz.cases import (
-    M64, Blk, Case, CaseResult, DATA, DATA_STRIDE, DISK, DISK_SECTORS, HDR, Hcall, INDIRECT, LOADS,
-    MAX_HCALL_OPCODE, Pfn, Post, QEMU_REASONS, QUIESCE_S, RAM_SIZE, RING, RTAS_BUF, Ring, Rtas,
-    SERVE_WAIT_S, STATUS, STORES, reason_class,
+    M64, Blk, Case, CaseResult, D_FORMS, DATA, DATA_STRIDE, DISK, DISK_SECTORS, HDR, Hcall, INDIRECT, LOADS,
+    MAX_HCALL_OPCODE, Mmio, Pfn, Post, QEMU_REASONS, QUIESCE_S, RAM_SIZE, RING, RTAS_BUF, Ring, Rtas,
+    SERVE_WAIT_S, STATUS, STORES, X_BYTEREV, reason_class,
 )
+
+BOOK3S_INTERRUPT_PROGRAM = 0x700
+
+
+# The oracle's reading of the 4.x kvmppc_emulate_loadstore (an opcode
+# switch; numbers from ppc-opcode.h): size, L(oad)/S(tore), and flags
+# u(pdate RA with the EA), a (sign-extend, kvmppc_handle_loads),
+# r (byte-reversed: is_default_endian 0).
+_REF_PRIMARY = {32: "4L", 33: "4Lu", 34: "1L", 35: "1Lu", 36: "4S", 37: "4Su", 38: "1S", 39: "1Su",
+                40: "2L", 41: "2Lu", 42: "2La", 43: "2Lau", 44: "2S", 45: "2Su", 58: "8L", 62: "8S"}
+_REF_OP31 = {23: "4L", 87: "1L", 119: "1Lu", 151: "4S", 215: "1S", 247: "1Su", 279: "2L", 311: "2Lu",
+             343: "2La", 407: "2S", 439: "2Su", 534: "4Lr", 662: "4Sr", 790: "2Lr", 918: "2Sr"}
+_REF_NOPS = (54, 86, 470)    # dcbst, dcbf, dcbi: "Do nothing"
+
+
+def ref_decode(word: int):
+    """(size, store, byte_reversed, sign_extend, rt, update RA or None),
+    "nop", or None for EMULATE_FAIL. The RA of a non-update form plays no
+    part: the address is the fault's (vcpu->arch.paddr_accessed)."""
+    op, rt, ra = word >> 26, (word >> 21) & 31, (word >> 16) & 31
+    if op == 31:
+        xo = (word >> 1) & 0x3FF
+        if xo in _REF_NOPS:
+            return "nop"
+        f = _REF_OP31.get(xo)
+    else:
+        f = _REF_PRIMARY.get(op)
+    if f is None:
+        return None
+    return int(f[0]), f[1] == "S", "r" in f, "a" in f, rt, ra if "u" in f else None
+
+
+def cpu_form(word: int):
+    """(size, store, byte_reversed) if the CPU model's load/store methods
+    encode this form (what the guest can execute from RAM here)."""
+    op = word >> 26
+    for (size, store), o in D_FORMS.items():
+        if op == o and (o not in (58, 62) or word & 3 == 0):
+            return size, store, False
+    if op == 31:
+        for (size, store), x in X_BYTEREV.items():
+            if (word >> 1) & 0x3FF == x:
+                return size, store, True
+    return None
+
+
+def _sext(value: int, size: int) -> int:
+    sign = 1 << (8 * size - 1)
+    return ((value ^ sign) - sign) & M64
+
 
 # -- the oracle ------------------------------------------------------------
 
@@ -33,6 +85,7 @@ class Oracle:
 
     def __init__(self, m, vm, trace, result: CaseResult):
         self.m, self.vm, self.trace, self.result = m, vm, trace, result
+        self.expect_stop = None    # an MMIO op whose emulation must fail and stop the VM
 
     def violation(self, text: str) -> None:
         self.result.violations.append(text)
@@ -56,6 +109,34 @@ class Oracle:
                     p.wildcard or int.from_bytes(buf, vm.host_byteorder) == p.datamatch)):
                 return True
         return False
+
+    # KVM: kvmppc_handle_store -> kvm_io_bus_write (kvm.md §7, §5, §6).
+    def expect_mmio_in_kernel(self, addr: int, size: int, image: bytes) -> bool:
+        """A store's bus buffer is the guest's memory image; an ioeventfd
+        takes it on an exact address and (length 0, or the same length and
+        wildcard or the image read in host order equal to datamatch)."""
+        host = self.vm.host_byteorder
+        for p in self.vm.ioeventfds:
+            if p.bus_idx != KVM_MMIO_BUS or p.addr != addr:
+                continue
+            if not p.length or (p.length == size and (p.wildcard or int.from_bytes(image, host) == p.datamatch)):
+                return True
+        return False
+
+    def kvm_exits_since(self, mark: int) -> list:
+        return [e for e in self.trace.events[mark:] if e.actor == "kvm" and e.name == "exit"]
+
+    def check_stopped_on_failure(self, result, cpu) -> None:
+        """After an emulation failure (4.x): KVM_EXIT_UNKNOWN with a program
+        interrupt queued, and QEMU's vm_stop(RUN_STATE_INTERNAL_ERROR)."""
+        what = self.expect_stop
+        if not isinstance(result, dict) or result.get("run_state") != "internal-error":
+            self.violation(f"{what}: expected the VM stopped (internal-error), the run ended with {result!r}")
+        exits = [e for e in self.trace.events if e.actor == "kvm" and e.name == "exit"]
+        if not exits or exits[-1].fields.get("reason") != "KVM_EXIT_UNKNOWN":
+            self.violation(f"{what}: last exit {exits[-1].fields if exits else None}, expected KVM_EXIT_UNKNOWN")
+        if cpu.pending_exception != BOOK3S_INTERRUPT_PROGRAM:
+            self.violation(f"{what}: pending interrupt {cpu.pending_exception}, expected a program interrupt")
 
     def expect_load(self, addr: int, size: int):
         """ld*_phys: RAM big-endian, unassigned 0, a device: anything."""
@@ -119,13 +200,23 @@ class HostileGuest:
         self.hv = HvCalls(cpu, RTAS_BUF)
         self.phb = Phb(machine.phb_node)
         self.L = layouts(True)
-        self.bar0 = self.bar1 = None
+        self.bar0 = self.bar1 = self.bar4 = None
         self.num = 0
 
     # symbolic addresses
     def resolve(self, a) -> int:
         base, off = a
+        if base == "ioeventfd":         # the k-th registered ioeventfd's address (+ delta)
+            k, delta = off
+            fds = self.oracle.vm.ioeventfds
+            return ((fds[k % len(fds)].addr if fds else (self.bar0 or 0) + VIRTIO_PCI_QUEUE_NOTIFY) + delta) & M64
+        if base in ("iowin", "memwin"):
+            node = self.m.phb_node
+            return ((node["io_window"][0] if base == "iowin" else node["mem_window"][1]) + off) & M64
+        if base == "bar4" and self.bar4 is None:
+            base = "bar0"
         bases = {"ram": 0, "ram_end": RAM_SIZE, "bar0": self.bar0 or 0, "bar1": self.bar1 or 0,
+                 "bar4": self.bar4 or 0,
                  "notify": (self.bar0 or 0) + VIRTIO_PCI_QUEUE_NOTIFY, "hole": 0x8000_0000_0000,
                  "beyond": RAM_SIZE, "top": 1 << 64, "abs": 0, "data": DATA, "ring": RING,
                  "indirect": INDIRECT}
@@ -156,6 +247,7 @@ class HostileGuest:
         await fn.enable()
         self.fn = fn
         self.bar0, self.bar1 = fn.cpu_address(0), fn.cpu_address(1)
+        self.bar4 = fn.cpu_address(4) if 4 in fn.bars else None   # transitional: the modern BAR
 
     async def virtio_init(self) -> None:
         hv, b = self.hv, self.bar0
@@ -426,3 +518,160 @@ class HostileGuest:
             o.violation(f"{what}: status {status}, expected {expect}")
         elif status not in (VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP):
             o.violation(f"{what}: status byte {status}")
+
+    # -- MMU-on loads and stores -------------------------------------------
+
+    def _signals(self) -> int:
+        return sum(e.signals for e in {id(p.eventfd): p.eventfd for p in self.oracle.vm.ioeventfds}.values())
+
+    def _side_effect_read(self, base: str, addr: int, size: int) -> bool:
+        """A register whose read changes it (the ISR, legacy or modern)."""
+        if base in ("bar0", "notify", "ioeventfd") and self.bar0 is not None:
+            isr = self.bar0 + VIRTIO_PCI_ISR
+            if addr <= isr < addr + size:
+                return True
+        if self.bar4 is not None:
+            lo = self.bar4 + VIRTIO_PCI_ISR_OFF
+            if addr < lo + VIRTIO_PCI_REGION_SIZE and lo < addr + size:
+                return True
+        return False
+
+    async def op_mmio(self, op: Mmio) -> None:
+        cpu, o, gpr = self.cpu, self.oracle, self.cpu.gpr
+        addr = self.resolve(op.addr)
+        dec, form = ref_decode(op.word), cpu_form(op.word)
+        what = f"mmio 0x{op.word:08x} at 0x{addr:x} val 0x{op.val:x} MSR[LE]={int(op.guest_le)}"
+        if addr < RAM_SIZE:
+            if form is not None:
+                await self._mmio_ram(op, addr, form, what)
+                return
+            addr = RAM_SIZE + (addr & 0xFFF)     # RAM would not fault: take the word to a device page
+        if isinstance(dec, tuple):
+            size, store, rev, sext, rt, upd = dec
+        else:
+            size, store, rev, sext, rt, upd = 0, False, False, False, 0, None
+        order = "little" if op.guest_le != rev else "big"      # the memory image's byte order
+        mask = (1 << (8 * size)) - 1
+        fix = (lambda v: _sext(v, size)) if sext else (lambda v: v)
+        want_value = None
+        if size and not store:
+            r = self.m.address_space.lookup(addr)
+            if r is None or addr + size > r.start + r.size:
+                want_value = 0                    # unassigned_mem_read
+            elif not self._side_effect_read(op.addr[0], addr, size):
+                # The same register through QEMU's h_logical_load: its
+                # big-endian image, read in the guest's order.
+                ci = await self.hv.ci_read(size, addr)
+                want_value = fix(int.from_bytes(ci.to_bytes(size, "big"), order))
+        if size:
+            gpr[rt] = op.val & M64
+        before = list(gpr)
+        image = (before[rt] & mask).to_bytes(size, order) if store else None
+        # Decided on the bus as it stands before the access (the exit may
+        # make QEMU start the dataplane, which registers the ioeventfd).
+        in_kernel = store and o.expect_mmio_in_kernel(addr, size, image)
+        mark, sig0 = len(o.trace.events), self._signals()
+        if dec is None:
+            o.expect_stop = what
+            o.result.mmio_paths["emulation failure"] += 1
+        cpu.msr_dr, cpu.msr_le = True, op.guest_le
+        try:
+            await cpu.execute_loadstore(op.word, addr)
+        finally:
+            cpu.msr_dr, cpu.msr_le = False, False
+        if dec is None:
+            o.violation(f"{what}: KVM cannot emulate it; 4.x exits KVM_EXIT_UNKNOWN and QEMU stops the "
+                        "VM, but the guest ran on")
+            o.expect_stop = None
+            return
+        exits = o.kvm_exits_since(mark)
+        if dec == "nop":
+            o.result.mmio_paths["cache op, done as nothing"] += 1
+            if exits or gpr != before:
+                o.violation(f"{what}: dcbst/dcbf/dcbi are emulated as nothing; exits {exits}, "
+                            f"GPRs {[i for i in range(32) if gpr[i] != before[i]]} changed")
+            return
+        run = o.vm.vcpus[0].run_state.get_mmio()
+        if in_kernel:
+            o.result.mmio_paths["store taken by an ioeventfd in KVM"] += 1
+            if exits:
+                o.violation(f"{what}: an ioeventfd matches; expected no exit, got {[e.fields for e in exits]}")
+            if self._signals() != sig0 + 1:
+                o.violation(f"{what}: ioeventfd signals {self._signals() - sig0}, expected 1")
+        else:
+            o.result.mmio_paths["KVM_EXIT_MMIO " + ("store" if store else "load")] += 1
+            if [e.fields.get("reason") for e in exits] != ["KVM_EXIT_MMIO"]:
+                o.violation(f"{what}: exits {[e.fields for e in exits]}, expected one KVM_EXIT_MMIO")
+            if (run.phys_addr, run.len, bool(run.is_write)) != (addr, size, store):
+                o.violation(f"{what}: kvm_run.mmio (0x{run.phys_addr:x}, len {run.len}, "
+                            f"is_write {run.is_write}), expected (0x{addr:x}, {size}, {int(store)})")
+            if store and run.data[:size] != image:
+                o.violation(f"{what}: kvm_run.mmio.data {run.data[:size].hex()}, expected the guest's "
+                            f"memory image {image.hex()}")
+        allowed = set()
+        if upd is not None:
+            allowed.add(upd)
+            # RA := EA right after the emulation call; a load's RT is
+            # written after that, at the next KVM_RUN (so RT wins if RA=RT).
+            if (store or upd != rt) and gpr[upd] != addr:
+                o.violation(f"{what}: update form left r{upd}=0x{gpr[upd]:x}, expected the EA 0x{addr:x}")
+        if not store:
+            allowed.add(rt)
+            got = gpr[rt]
+            if got != fix(int.from_bytes(run.data[:size], order)):
+                o.violation(f"{what}: r{rt}=0x{got:x} is not kvm_run.mmio.data {run.data[:size].hex()} "
+                            f"read {order}-endian{' and sign-extended' if sext else ''}")
+            if not sext and got >> (8 * size):
+                o.violation(f"{what}: r{rt}=0x{got:x} not zero-extended from {size} bytes")
+            if want_value is not None and got != want_value:
+                o.violation(f"{what}: r{rt}=0x{got:x}, expected 0x{want_value:x}")
+        changed = [i for i in range(32) if gpr[i] != before[i] and i not in allowed]
+        if changed:
+            o.violation(f"{what}: GPRs {changed} changed")
+        o.note_errors(o.device_errors_since(mark))
+        await self.sleep(QUIESCE_S)
+
+    async def _mmio_ram(self, op: Mmio, addr: int, form, what: str) -> None:
+        """A form the CPU encodes, at a RAM address: plain memory (no trap),
+        or, straddling the end of RAM, an HDSI at the address through the
+        CPU's own load/store (whose word KVM then decodes)."""
+        cpu, o = self.cpu, self.oracle
+        size, store, rev = form
+        order = "little" if op.guest_le != rev else "big"
+        mask = (1 << (8 * size)) - 1
+        straddles = addr + size > RAM_SIZE
+        if straddles and ref_decode(encode_loadstore(size, store, rev, MMIO_DATA_REG, MMIO_ADDR_REG)) is None:
+            o.expect_stop = what
+            o.result.mmio_paths["emulation failure"] += 1
+        mark = len(o.trace.events)
+        cpu.msr_dr, cpu.msr_le = True, op.guest_le
+        try:
+            if store:
+                await cpu.store(addr, size, op.val & mask, byte_reversed=rev)
+                got = None
+            else:
+                got = await cpu.load(addr, size, byte_reversed=rev)
+        finally:
+            cpu.msr_dr, cpu.msr_le = False, False
+        if o.expect_stop:
+            o.violation(f"{what}: KVM cannot emulate it; 4.x stops the VM, but the guest ran on")
+            o.expect_stop = None
+            return
+        exits = o.kvm_exits_since(mark)
+        if not straddles:
+            o.result.mmio_paths["RAM"] += 1
+            if exits:
+                o.violation(f"{what}: a RAM access exited: {[e.fields for e in exits]}")
+            mem = self.ram.read(addr, size)
+            if store and mem != (op.val & mask).to_bytes(size, order):
+                o.violation(f"{what}: RAM holds {mem.hex()} after the store")
+            if not store and got != int.from_bytes(mem, order):
+                o.violation(f"{what}: loaded 0x{got:x} from RAM holding {mem.hex()}")
+            return
+        o.result.mmio_paths["straddles the end of RAM"] += 1
+        run = o.vm.vcpus[0].run_state.get_mmio()
+        if [e.fields.get("reason") for e in exits] != ["KVM_EXIT_MMIO"] or \
+                (run.phys_addr, run.len, bool(run.is_write)) != (addr, size, store):
+            o.violation(f"{what}: exits {[e.fields for e in exits]}, expected one KVM_EXIT_MMIO at 0x{addr:x}")
+        if not store and got >> (8 * size):
+            o.violation(f"{what}: loaded 0x{got:x}, wider than {size} bytes")

@@ -5,7 +5,6 @@ book3s_pr_papr.c).
 
 from sim.abi import papr
 from sim.abi.kvm import KVM_MMIO_BUS, BUS_NAMES, errno_name
-from sim.cpu import decode_loadstore
 
 # hvcall.h opcodes named in the implemented/default lists below.
 H_REMOVE, H_ENTER, H_READ, H_CLEAR_MOD, H_CLEAR_REF, H_PROTECT = 0x04, 0x08, 0x0C, 0x10, 0x14, 0x18
@@ -122,12 +121,61 @@ def do_hcall(vcpu) -> tuple[bool, str]:
 
 # -- the MMU-on MMIO path (book3s_64_mmu_hv.c, powerpc.c, emulate_loadstore.c)
 
+# kvmppc_emulate_loadstore of the 4.x kernels (emulate_loadstore.c: an
+# opcode switch, before the 2017 rewrite over analyse_instr), with
+# ppc-opcode.h's numbers: (size, store, byte-reversed, sign-extend, update).
+# It decodes by opcode alone: RA only forms the EA, which KVM has from the
+# fault; OP_LD/OP_STD take every DS-form (ldu, lwa, stdu too) as ld/std; an
+# update form sets RA to the EA (vaddr_accessed) even when it exits.
+# Everything else -- ldbrx/stdbrx, ldx, lwzux, lhaux, FP, lmw/stmw,
+# larx/stcx., string ops -- is EMULATE_FAIL.
+EMULATED_PRIMARY = {
+    32: (4, False, False, False, False), 33: (4, False, False, False, True),    # lwz, lwzu
+    34: (1, False, False, False, False), 35: (1, False, False, False, True),    # lbz, lbzu
+    36: (4, True, False, False, False), 37: (4, True, False, False, True),      # stw, stwu
+    38: (1, True, False, False, False), 39: (1, True, False, False, True),      # stb, stbu
+    40: (2, False, False, False, False), 41: (2, False, False, False, True),    # lhz, lhzu
+    42: (2, False, False, True, False), 43: (2, False, False, True, True),      # lha, lhau
+    44: (2, True, False, False, False), 45: (2, True, False, False, True),      # sth, sthu
+    58: (8, False, False, False, False), 62: (8, True, False, False, False),    # ld, std
+}
+EMULATED_OP31 = {
+    23: (4, False, False, False, False), 87: (1, False, False, False, False),   # lwzx, lbzx
+    119: (1, False, False, False, True), 151: (4, True, False, False, False),   # lbzux, stwx
+    215: (1, True, False, False, False), 247: (1, True, False, False, True),    # stbx, stbux
+    343: (2, False, False, True, False), 279: (2, False, False, False, False),  # lhax, lhzx
+    311: (2, False, False, False, True), 407: (2, True, False, False, False),   # lhzux, sthx
+    439: (2, True, False, False, True),                                         # sthux
+    534: (4, False, True, False, False), 662: (4, True, True, False, False),    # lwbrx, stwbrx
+    790: (2, False, True, False, False), 918: (2, True, True, False, False),    # lhbrx, sthbrx
+}
+CACHE_NOPS_OP31 = (54, 86, 470)   # dcbst, dcbf, dcbi: "Do nothing", EMULATE_DONE
+
+
+def decode_emulated(word: int):
+    """kvmppc_emulate_loadstore's switch: (size, store, byte_reversed,
+    sign_extend, rt/rs, update RA or None), "nop", or None (EMULATE_FAIL)."""
+    op, rt, ra = word >> 26, (word >> 21) & 31, (word >> 16) & 31
+    if op == 31:
+        xo = (word >> 1) & 0x3FF            # get_xop
+        if xo in CACHE_NOPS_OP31:
+            return "nop"
+        form = EMULATED_OP31.get(xo)
+    else:
+        form = EMULATED_PRIMARY.get(op)
+    if form is None:
+        return None
+    size, store, rev, sext, update = form
+    return size, store, rev, sext, rt, ra if update else None
+
+
 class MmioState:
     """vcpu->arch's MMIO fields: what the next KVM_RUN completes."""
-    __slots__ = ("rt", "size", "host_swabbed", "is_write")
+    __slots__ = ("rt", "size", "host_swabbed", "is_write", "sign_extend")
 
-    def __init__(self, rt, size, host_swabbed, is_write):
+    def __init__(self, rt, size, host_swabbed, is_write, sign_extend=False):
         self.rt, self.size, self.host_swabbed, self.is_write = rt, size, host_swabbed, is_write
+        self.sign_extend = sign_extend
 
 
 def need_byteswap(vcpu) -> bool:
@@ -149,17 +197,24 @@ def emulate_mmio(vcpu, run) -> str:
     in host order, byte-swapped when host_swabbed -- which is the memory
     image the guest's instruction would have made, whatever the host."""
     cpu, vm, trace = vcpu.cpu, vcpu.vm, vcpu.vm.trace
-    dec = decode_loadstore(cpu.last_inst)
+    # The 4.x opcode switch (decode_emulated). The model decoded only the
+    # forms its CPU encodes, X-forms only with RA=0: lwbrx r,ra,rb with a
+    # base register, lwzx, the update forms or lha got a program interrupt
+    # where kvmppc_emulate_loadstore emulates them.
+    dec = decode_emulated(cpu.last_inst)
     if dec is None:
         trace.emit("kvm", "mmio_emulation_failed", inst=f"0x{cpu.last_inst:08x}", addr=cpu.hdar)
         return "fail"
-    size, store, byte_reversed, rt, _ea_reg = dec
+    if dec == "nop":
+        trace.emit("kvm", "mmio_cache_op", inst=f"0x{cpu.last_inst:08x}", addr=cpu.hdar)
+        return "done"
+    size, store, byte_reversed, sign_extend, rt, update_ra = dec
     addr = cpu.hdar                       # vcpu->arch.paddr_accessed
     is_default_endian = not byte_reversed
     host_swabbed = is_default_endian if need_byteswap(vcpu) else not is_default_endian
     host = vm.host_byteorder
     bus = vm.buses[KVM_MMIO_BUS]
-    vcpu.mmio = MmioState(rt, size, host_swabbed, store)
+    vcpu.mmio = MmioState(rt, size, host_swabbed, store, sign_extend)
     if store:
         raw = (vcpu.gpr[rt] & ((1 << (8 * size)) - 1)).to_bytes(size, host)
         data = _swab(raw) if host_swabbed else raw
@@ -180,8 +235,11 @@ def emulate_mmio(vcpu, run) -> str:
         if not store:
             complete_mmio_load(vcpu, data)
         vcpu.mmio = None
-        return "done"
-    return "exit"
+    if update_ra is not None:
+        # kvmppc_set_gpr(vcpu, ra, vcpu->arch.vaddr_accessed) after the
+        # handle_load/store call. The model does not translate: EA = HDAR.
+        vcpu.gpr[update_ra] = cpu.hdar
+    return "done" if ret == 0 else "exit"
 
 
 def complete_mmio_load(vcpu, data: bytes) -> None:
@@ -190,5 +248,8 @@ def complete_mmio_load(vcpu, data: bytes) -> None:
     m = vcpu.mmio
     raw = bytes(data[:m.size])
     val = int.from_bytes(_swab(raw) if m.host_swabbed else raw, vcpu.vm.host_byteorder)
+    if m.sign_extend:      # kvmppc_handle_loads (lha, lhax, lhau)
+        sign = 1 << (8 * m.size - 1)
+        val = ((val ^ sign) - sign) & 0xFFFF_FFFF_FFFF_FFFF
     vcpu.gpr[m.rt] = val
     vcpu.vm.trace.emit("kvm", "mmio_load_complete", gpr=m.rt, value=val, size=m.size)

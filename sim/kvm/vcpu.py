@@ -10,8 +10,8 @@ KVM_EXIT_* for QEMU.
 import types
 
 from sim.abi import papr
-from sim.abi.kvm import EXIT_NAMES, KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL, KVM_RUN_MMIO
-from sim.cpu import HDSI, TIMEBASE_FREQ, Trap, decode_loadstore
+from sim.abi.kvm import EXIT_NAMES, KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL, KVM_EXIT_UNKNOWN, KVM_RUN_MMIO
+from sim.cpu import HDSI, TIMEBASE_FREQ, Trap
 from sim import vtime
 from sim.kvm import book3s
 
@@ -140,16 +140,28 @@ class Vcpu:
         the access finished in the kernel (the guest resumes), False for a
         KVM_EXIT_MMIO (run filled in)."""
         cpu, trace, costs = self.cpu, self.vm.trace, self.vm.costs
-        dec = decode_loadstore(cpu.last_inst)
+        dec = book3s.decode_emulated(cpu.last_inst)
+        dec = dec if isinstance(dec, tuple) else None
         store = bool(dec and dec[1])
         trace.emit("guest", "mmio_access", addr=cpu.hdar, inst=f"0x{cpu.last_inst:08x}",
                    size=dec[0] if dec else None, rw="W" if store else "R",
-                   byte_reversed=bool(dec and dec[2]), value=self.gpr[dec[3]] if store else None)
+                   byte_reversed=bool(dec and dec[2]), value=self.gpr[dec[4]] if store else None)
         vtime.charge(costs.mmio_in_kernel)
         how = book3s.emulate_mmio(self, run)
         if how == "fail":
+            # kvmppc_emulate_loadstore: EMULATE_FAIL queues a program
+            # interrupt (kvmppc_core_queue_program) and does not advance the
+            # PC; kvmppc_emulate_mmio then returns RESUME_HOST in 4.x, with
+            # the exit_reason kvmppc_handle_exit_hv/pr preset:
+            # KVM_EXIT_UNKNOWN. Newer kernels resume the guest instead.
             cpu.pending_exception = BOOK3S_INTERRUPT_PROGRAM
-            return True
+            if not self.vm.kernel.emulation_failure_exits:
+                return True
+            run.exit_reason = KVM_EXIT_UNKNOWN
+            trace.emit("kvm", "exit", reason=EXIT_NAMES[KVM_EXIT_UNKNOWN], nr=None,
+                       why="kvmppc_emulate_mmio: emulation failed, RESUME_HOST")
+            vtime.charge(costs.exit_to_userspace)
+            return False
         if how == "done":
             trace.emit("kvm", "mmio_done", addr=cpu.hdar, in_kernel=True)
             return True

@@ -29,6 +29,11 @@ class KernelConfig:
         # KVM_CAP_IOEVENTFD_ANY_LENGTH (122) sits between 121 and 123, both
         # Linux 4.4-4.5 numbers: taken as 4.4 (unverified).
         self.ioeventfd_any_length = (major, minor) >= (4, 4)
+        # kvmppc_emulate_mmio, case EMULATE_FAIL: the program interrupt is
+        # queued (kvmppc_emulate_loadstore) but the result is RESUME_HOST,
+        # i.e. KVM_RUN returns with KVM_EXIT_UNKNOWN, until a 2022 patch
+        # (F. Rosas) made it RESUME_GUEST; taken as 5.18 (release unverified).
+        self.emulation_failure_exits = (major, minor) < (5, 18)
 
 
 class KvmVm:

@@ -268,6 +268,14 @@ class SpaprMachine:
                 trace.emit("qemu-vcpu", "hcall_done", nr=hc.nr, ret=hc.ret, r4=hc.args[0], in_kernel=False)
             elif run.exit_reason == KVM_EXIT_MMIO:
                 self.handle_mmio_exit(run)
+            else:
+                # kvm_arch_handle_exit (target-ppc/kvm.c), default case:
+                # "KVM: unknown exit reason %d", ret = -1; kvm_cpu_exec then
+                # does vm_stop(RUN_STATE_INTERNAL_ERROR): the guest stops.
+                trace.emit("qemu-vcpu", "vm_stop", state="internal-error",
+                           why=f"KVM: unknown exit reason {run.exit_reason}")
+                return {"stage": "vm stopped", "run_state": "internal-error",
+                        "exit_reason": run.exit_reason}
 
     def handle_mmio_exit(self, run) -> None:
         """kvm_cpu_exec, case KVM_EXIT_MMIO: address_space_rw(&address_space_memory,
