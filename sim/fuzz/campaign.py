@@ -22,7 +22,7 @@ from sim.qemu.spapr import Console, SpaprMachine
 from sim.ram import GuestRAM
 from sim.trace import Trace
 from sim.fuzz.cases import (
-    KINDS, Case, CaseResult, DISK, RAM_SIZE, RandomChooser, WALL_LIMIT_S, WATCHDOG_S, _WallClockHang, gen_case,
+    KINDS, Case, CaseResult, DISK, RAM_SIZE, RandomChooser, Tally, WALL_LIMIT_S, WATCHDOG_S, _WallClockHang, gen_case,
 )
 from sim.fuzz.guest import HostileGuest, Oracle
 
@@ -101,13 +101,8 @@ def run_case(case: Case, wall_limit: float = WALL_LIMIT_S, disk_file: str | None
 # -- the campaign (slofsim fuzz) -------------------------------------------
 
 @dataclasses.dataclass
-class Campaign:
+class Campaign(Tally):
     cases: int = 0
-    ops: Counter = dataclasses.field(default_factory=Counter)
-    device_errors: Counter = dataclasses.field(default_factory=Counter)
-    statuses: Counter = dataclasses.field(default_factory=Counter)
-    hcall_paths: Counter = dataclasses.field(default_factory=Counter)
-    mmio_paths: Counter = dataclasses.field(default_factory=Counter)
     kinds: Counter = dataclasses.field(default_factory=Counter)
     exceptions: list = dataclasses.field(default_factory=list)
     hangs: list = dataclasses.field(default_factory=list)
@@ -120,11 +115,7 @@ class Campaign:
 
     def add(self, case: Case, r: CaseResult) -> None:
         self.cases += 1
-        self.ops.update(r.ops)
-        self.device_errors.update(r.device_errors)
-        self.statuses.update(r.statuses)
-        self.hcall_paths.update(r.hcall_paths)
-        self.mmio_paths.update(r.mmio_paths)
+        self.add_tally(r)
         self.kinds[case.kind] += 1
         self.sim_time += r.sim_time
         if r.exception:

@@ -459,12 +459,21 @@ DISK = disk_bytes()
 # -- results ---------------------------------------------------------------
 
 @dataclasses.dataclass
-class CaseResult:
+class Tally:
+    """What the guest saw, counted by kind: per case, and summed per campaign."""
     ops: Counter = dataclasses.field(default_factory=Counter)
     device_errors: Counter = dataclasses.field(default_factory=Counter)
     statuses: Counter = dataclasses.field(default_factory=Counter)
     hcall_paths: Counter = dataclasses.field(default_factory=Counter)
     mmio_paths: Counter = dataclasses.field(default_factory=Counter)
+
+    def add_tally(self, other: "Tally") -> None:
+        for f in dataclasses.fields(Tally):
+            getattr(self, f.name).update(getattr(other, f.name))
+
+
+@dataclasses.dataclass
+class CaseResult(Tally):
     violations: list = dataclasses.field(default_factory=list)
     exception: str | None = None
     hung: str | None = None
