@@ -22,7 +22,8 @@ from sim.qemu.spapr import Console, SpaprMachine
 from sim.ram import GuestRAM
 from sim.trace import Trace
 from sim.fuzz.cases import (
-    KINDS, Case, CaseResult, DISK, RAM_SIZE, RandomChooser, Tally, WALL_LIMIT_S, WATCHDOG_S, _WallClockHang, gen_case,
+    KINDS, Case, CaseResult, DISK, RAM_SIZE, RandomChooser, Tally, WALL_LIMIT_S, WATCHDOG_S, _WallClockHang,
+    gen_case,
 )
 from sim.fuzz.guest import HostileGuest, Oracle
 
