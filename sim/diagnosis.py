@@ -7,6 +7,7 @@ trace events: their time, the layer, and the real-stack function.
 
 from sim.abi import papr
 from sim.abi.virtio import VIRTIO_PCI_MODERN_MEM_BAR, VIRTIO_PCI_NOTIFY_OFF, VIRTIO_PCI_QUEUE_NOTIFY
+from sim.trace import split_stages
 
 
 def _step(e, layer: str, func: str, text: str) -> dict:
@@ -47,8 +48,7 @@ def _pick(events) -> int | None:
 
 def diagnose(result) -> list[dict]:
     """The chain of one firmware-stage request (the kernel stage's I/O is
-    not what the 2015 bug is about; sim.report.split_stages)."""
-    from sim.report import split_stages
+    not what the 2015 bug is about; sim.trace.split_stages)."""
     fw, kern = split_stages(result.trace)
     ev = fw.events
     start = _pick([(i, e) for i, e in enumerate(ev) if e.name in ("virtio_blk_submit", "blk_complete")])

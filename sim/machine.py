@@ -10,11 +10,11 @@ import trio
 import trio.testing
 
 from devices.block import BlockBackend, BlockError
-from firmware_model.linux_virtio_blk import LinuxVirtioBlk
-from firmware_model.slof import Slof
+from firmware_model.linux.virtio_blk import LinuxVirtioBlk
+from firmware_model.slof.boot import Slof
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
-from sim.qemu.spapr import Console, SpaprMachine
+from sim.board.spapr import Console, SpaprMachine
 from sim.ram import GuestRAM
 from sim import vtime
 from sim.scenario import Scenario, ScenarioError
@@ -59,7 +59,7 @@ async def _boot(scn: Scenario, backend, trace, echo):
     kernel_image = None
     if scn.kernel == "direct":     # -kernel: the same payload mkdisk puts on the disk
         from sim.mkdisk import build_payload
-        from sim.qemu.spapr import KERNEL_LOAD_ADDR
+        from sim.board.spapr import KERNEL_LOAD_ADDR
         kernel_image = build_payload(KERNEL_LOAD_ADDR)
     m = SpaprMachine(scn, vm, ram, backend, trace, scn.costs, console, kernel_image=kernel_image)
     cpu = PowerCPU(ram)

@@ -20,21 +20,7 @@ from sim.abi import papr
 from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR
 from sim.diagnosis import diagnose, notify_addrs  # noqa: F401  (diagnose is re-exported)
 from sim.perfetto import phase_spans
-from sim.trace import KERNEL_STAGE_PHASE, Trace
-
-
-def split_stages(trace) -> tuple[Trace, Trace]:
-    """(firmware stage, kernel stage) as two traces over the same events."""
-    ev = trace.events
-    i = next((k for k, e in enumerate(ev) if e.name == "phase" and e.fields["name"] == KERNEL_STAGE_PHASE),
-             len(ev))
-    fw, kern = Trace(), Trace()
-    fw.events, kern.events = ev[:i], ev[i:]
-    return fw, kern
-
-
-def firmware_trace(trace) -> Trace:
-    return split_stages(trace)[0]
+from sim.trace import KERNEL_STAGE_PHASE, Trace, firmware_trace, split_stages  # noqa: F401  (re-exported)
 
 
 def _bar0_ranges(result):

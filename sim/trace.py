@@ -45,5 +45,19 @@ class Trace:
 
 # The phase the guest kernel model announces after the hand-off. Events
 # before it are the firmware (SLOF) stage, events from it on the kernel
-# stage: the report keeps their figures apart (sim.report.split_stages).
+# stage: the report keeps their figures apart (split_stages below).
 KERNEL_STAGE_PHASE = "kernel virtio-blk"
+
+
+def split_stages(trace) -> tuple[Trace, Trace]:
+    """(firmware stage, kernel stage) as two traces over the same events."""
+    ev = trace.events
+    i = next((k for k, e in enumerate(ev) if e.name == "phase" and e.fields["name"] == KERNEL_STAGE_PHASE),
+             len(ev))
+    fw, kern = Trace(), Trace()
+    fw.events, kern.events = ev[:i], ev[i:]
+    return fw, kern
+
+
+def firmware_trace(trace) -> Trace:
+    return split_stages(trace)[0]

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 import trio
 
-from firmware_model.deblocker import Deblocker
+from firmware_model.slof.deblocker import Deblocker
 from sim import machine, mkdisk, report
 from sim.abi import gpt as G
 from sim.abi import mbr as M

@@ -336,7 +336,7 @@ def test_without_an_ioeventfd_the_kernel_notify_is_a_kvm_exit_mmio(scenario_file
 def test_intx_fallback_reads_isr_in_the_interrupt_handler(monkeypatch):
     """Without MSI-X (vp_find_vqs' last resort) the handler is vp_interrupt:
     it reads ISR, which acknowledges the interrupt, then the used ring."""
-    from firmware_model import linux_virtio_blk
+    from firmware_model.linux import virtio_blk as linux_virtio_blk
 
     async def no_msix(self, cap, nvec):
         return False

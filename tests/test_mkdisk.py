@@ -88,7 +88,7 @@ def test_payload_bad_load_addr(addr):
 def _run(payload: bytes, load_addr: int):
     """Load the ELF the way SLOF does and run its code on the simulated CPU,
     answering each sc 1 as QEMU's H_PUT_TERM_CHAR would."""
-    from firmware_model import elf as loader
+    from firmware_model.slof import elf as loader
     ram = GuestRAM(0x2000000)
     ram.write(0x4000, payload)                   # load-base
     kind, entry, _ = loader.load(ram, 0x4000, len(payload))

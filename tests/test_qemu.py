@@ -32,7 +32,7 @@ from sim.abi.kvm import (
 from sim.abi.virtio import VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN
 from sim.eventfd import FdTable
 from sim.qemu.memory import MemoryRegion
-from sim.qemu.spapr import Console, SpaprMachine
+from sim.board.spapr import Console, SpaprMachine
 from sim.ram import GuestRAM
 from sim.scenario import Scenario
 from sim.trace import Trace

@@ -18,7 +18,7 @@ from sim.abi import papr
 from sim.abi.virtio import VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
-from sim.qemu.spapr import Console, SpaprMachine
+from sim.board.spapr import Console, SpaprMachine
 from sim.ram import GuestRAM
 from sim.trace import Trace
 from sim.fuzz.cases import (

@@ -9,7 +9,7 @@ import trio.testing
 
 from devices.block import SECTOR
 from firmware_model.hvcall import HvCalls, bswap
-from firmware_model.pci import Phb, PciFunction
+from firmware_model.rtas_pci import Phb, PciFunction
 from sim import vtime
 from sim.abi import papr
 from sim.abi.kvm import KVM_MMIO_BUS

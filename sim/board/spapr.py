@@ -16,7 +16,7 @@ from sim.kvm.vcpu import SIM_GUEST_IDLE
 from sim.qemu.aio import AioContext
 from sim.qemu.kvm_all import KvmMemoryListener, kvm_ioeventfd_any_length_enabled, kvmppc_enable_logical_ci_hcalls
 from sim.qemu.memory import AddressSpace, MemoryCore, MemoryRegion
-from sim.qemu.spapr_hcall import SpaprHcalls
+from sim.board.spapr_hcall import SpaprHcalls
 from devices.dataplane import VirtIOBlockDataPlane
 from devices.pci import PCIBus
 from devices.virtio_blk import VirtIOBlock

@@ -6,7 +6,7 @@ is driven through them ("modern", dev->features = VERSION_1), otherwise
 through legacy BAR 0. Every register access is an H_LOGICAL_CI_LOAD/STORE;
 16/32-bit values pass through cpu_to_le/le_to_cpu, except legacy device
 config, which is guest-endian. The two classes offer the same operations,
-so the virtio-blk driver (firmware_model/virtio_blk.py) is written once.
+so the virtio-blk driver (virtio_blk.py beside it) is written once.
 """
 
 from sim.abi.virtio import (

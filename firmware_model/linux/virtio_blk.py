@@ -32,7 +32,7 @@ virtio_pci_legacy.c, virtio_pci_modern.c, drivers/block/virtio_blk.c):
   takes it with H_XIRR, reads the used ring (vring_interrupt; with INTx,
   vp_interrupt reads ISR first) and ends it with H_EOI.
 
-The transports and their ppc64 accessors are in linux_virtio_pci.py.
+The transports and their ppc64 accessors are in virtio_pci.py beside it.
 
 Deviations, on purpose: the driver does not negotiate EVENT_IDX or
 INDIRECT_DESC (the device model implements neither; with one request in
@@ -58,8 +58,8 @@ from sim.abi.virtio import (
 )
 from sim.trace import KERNEL_STAGE_PHASE
 from firmware_model.hvcall import HvCalls
-from firmware_model.linux_virtio_pci import VIRTIO_MSI_NO_VECTOR, KernelIoError, LegacyPci, ModernPci
-from firmware_model.pci import PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, Phb, PciFunction
+from firmware_model.linux.virtio_pci import VIRTIO_MSI_NO_VECTOR, KernelIoError, LegacyPci, ModernPci
+from firmware_model.rtas_pci import PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, Phb, PciFunction
 
 PCI_CAP_ID_MSIX = 0x11
 PCI_MSIX_FLAGS_ENABLE, PCI_MSIX_FLAGS_MASKALL = 0x8000, 0x4000

@@ -9,13 +9,13 @@ minus the checkpoint codes and ANSI escapes.
 
 from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK, PCI_VENDOR_ID_REDHAT_QUMRANET
 from sim.cpu import execute
-from firmware_model.deblocker import Deblocker
-from firmware_model.disk_label import DiskLabel
-from firmware_model.elf import ElfError, entry_point, load as elf_load
+from firmware_model.slof.deblocker import Deblocker
+from firmware_model.slof.disk_label import DiskLabel
+from firmware_model.slof.elf import ElfError, entry_point, load as elf_load
 from firmware_model.hvcall import HvCalls
-from firmware_model.pci import Phb, PciFunction
-from firmware_model.virtio import setup_vd
-from firmware_model.virtio_blk import VirtioBlk
+from firmware_model.rtas_pci import Phb, PciFunction
+from firmware_model.slof.virtio import setup_vd
+from firmware_model.slof.virtio_blk import VirtioBlk
 
 LOAD_BASE = 0x4000                # default-load-base (board-qemu/slof/OF.fs)
 RING_BELOW_TOP = 0x1C8C000        # the ring landed at 0x3e374000 with 1 GiB (real-slof)

@@ -1,5 +1,5 @@
 """SLOF's virtio-blk driver (lib/libvirtio/virtio-blk.c) over either
-libvirtio transport (firmware_model/virtio.py).
+libvirtio transport (virtio.py beside it).
 
 Init is real SLOF's sequence: 11 accesses on legacy BAR 0, 36 through the
 modern common config (feature negotiation with VERSION_1 and FEATURES_OK,
