@@ -1,25 +1,67 @@
-"""slofsim's command line: run, check, demo, mkdisk.
+"""slofsim's command line.
 
+Commands are rows of COMMANDS (the @command decorator): each has a one-line
+help, an example and the meaning of its exit statuses, shown by
+`slofsim NAME --help`. Every argument is checked before any machine boots.
 User errors (a bad scenario, a missing disk, bad usage) print one line
-naming the file and field, and exit with status 2.
+naming the file and field, and exit with status 2; Ctrl-C prints
+`interrupted` and exits with 130.
 """
 
 import argparse
+import dataclasses
+import difflib
 import json
 import os
+import re
 import sys
 from importlib import resources
+from typing import Callable
 
-from sim import report, term
+from sim import __version__, interrupt, report, term
 from sim.diagnosis import format_diagnosis
-from sim.scenario import ScenarioError, load
+from sim.scenario import ScenarioError, check_writable, load
 
 EXIT_OK, EXIT_BOOT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = interrupt.EXIT_INTERRUPTED
+BOOT_EXITS = "0 booted, 1 stalled or failed, 2 usage or scenario error, 130 interrupted (Ctrl-C)"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ScenarioError(f"usage: {message} (see slofsim {self.prog.split()[-1]} --help)")
+@dataclasses.dataclass
+class Command:
+    name: str
+    help: str                                        # one line, in `slofsim --help`
+    example: str                                     # shown under `slofsim NAME --help`
+    exits: str                                       # what each exit status means
+    args: Callable[[argparse.ArgumentParser], None]  # adds the command's arguments
+    run: Callable[[argparse.Namespace], int] = None  # the handler; returns the exit status
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, example: str, exits: str = BOOT_EXITS, args=lambda p: None):
+    """Register the decorated handler as `slofsim NAME`."""
+    def register(fn):
+        COMMANDS[name] = Command(name, help, example, exits, args, fn)
+        return fn
+    return register
+
+
+# -- argument checks (all before any work) ---------------------------------
+
+def known_scenarios() -> list[str]:
+    """Scenario names in ./scenarios and the packaged set."""
+    names = set()
+    for base in ("scenarios", str(resources.files("scenarios"))):
+        if os.path.isdir(base):
+            names |= {f[:-5] for f in os.listdir(base) if f.endswith(".toml")}
+    return sorted(names)
+
+
+def did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def scenario_path(name: str) -> str:
@@ -32,7 +74,8 @@ def scenario_path(name: str) -> str:
     packaged = resources.files("scenarios") / (name + ".toml")
     if packaged.is_file():
         return str(packaged)
-    raise ScenarioError(f"{name}: no such scenario (not a file, not in ./scenarios, not packaged)")
+    raise ScenarioError(f"{name}: no such scenario (not a file, not in ./scenarios, not packaged)"
+                        + did_you_mean(name, known_scenarios()) + " (slofsim list shows them)")
 
 
 def scenario_dir(path: str | None) -> list[str]:
@@ -45,15 +88,69 @@ def scenario_dir(path: str | None) -> list[str]:
     return files
 
 
+def check_disk(path: str | None) -> None:
+    if path and not os.path.exists(path):
+        raise ScenarioError(f"{path}: --disk: no such file")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _print_json(obj: dict) -> None:
+    print(json.dumps(obj, indent=1))
+
+
 def _run_one(path: str, disk: str | None = None, echo=None):
     from sim import machine
     return machine.run(load(path), disk_override=disk, echo=echo)
 
 
+# -- run --------------------------------------------------------------------
+
+def _scenario_arg(p, help="a scenario name (slofsim list) or a .toml file"):
+    p.add_argument("scenario", help=help)
+
+
+def _disk_arg(p):
+    p.add_argument("--disk", metavar="IMAGE",
+                   help="raw disk image (or .img.xz) to boot instead of the scenario's [disk]")
+
+
+def _json_arg(p, what="print one JSON object instead of text (schema: sim/schema/slofsim.schema.json)"):
+    p.add_argument("--json", action="store_true", help=what)
+
+
+def _run_args(p):
+    _scenario_arg(p)
+    _disk_arg(p)
+    _json_arg(p)
+    p.add_argument("--trace", metavar="FILE.json",
+                   help="also write the run as Chrome/Perfetto trace-event JSON (open in ui.perfetto.dev)")
+
+
+@command("run", "boot one scenario: console, summary, time by phase, why",
+         "slofsim run dataplane-stall\n  slofsim run dataplane-fixed --trace boot.json\n"
+         "  slofsim run dataplane-fixed --disk tests/data/real-slof/disk.img.xz --json",
+         args=_run_args)
 def cmd_run(args) -> int:
     path = scenario_path(args.scenario)
-    if args.disk and not os.path.exists(args.disk):
-        raise ScenarioError(f"{args.disk}: --disk: no such file")
+    check_disk(args.disk)
+    if args.trace:
+        check_writable(args.trace, "--trace")
+    load(path)
     con = term.console(json=args.json)
     if con is None:
         echo = None if args.json else (lambda b: (sys.stdout.write(b.decode("latin-1").replace("\r", "")),
@@ -67,7 +164,7 @@ def cmd_run(args) -> int:
     if args.trace:
         write_trace(result, args.trace)
     if args.json:
-        print(json.dumps(report.to_json(result), indent=1))
+        _print_json(report.to_json(result))
     elif con is None:
         s = report.summary(result)
         print("\n\n--- slofsim summary " + "-" * 40)
@@ -116,14 +213,33 @@ def write_trace(result, path: str) -> None:
         raise ScenarioError(f"{path}: --trace: cannot write: {exc.strerror}") from None
 
 
+# -- explain ------------------------------------------------------------------
+
+def _explain_args(p):
+    _scenario_arg(p)
+    _disk_arg(p)
+    _json_arg(p)
+
+
+@command("explain", "the causal chain of one request, read off the trace",
+         "slofsim explain dataplane-stall\n  slofsim explain dataplane-fixed --json",
+         exits="0 explained (whatever the outcome), 2 usage or scenario error, 130 interrupted",
+         args=_explain_args)
 def cmd_explain(args) -> int:
-    con = term.console()
+    path = scenario_path(args.scenario)
+    check_disk(args.disk)
+    load(path)
+    con = term.console(json=args.json)
     with term.progress(con, None, f"booting {args.scenario}"):
-        result = _run_one(scenario_path(args.scenario), args.disk)
+        result = _run_one(path, args.disk)
     s = report.summary(result)
-    which = "the first request that did not complete" if s["first_stalled_request"] is not None \
-        else "a typical request"
-    if con is None:
+    stalled = s["first_stalled_request"] is not None
+    which = "the first request that did not complete" if stalled else "a typical request"
+    if args.json:
+        _print_json({"schema_version": report.SCHEMA_VERSION, "command": "explain", "scenario": s["scenario"],
+                     "outcome": s["outcome"], "request": "first stalled" if stalled else "typical",
+                     "diagnosis": report.diagnose(result)})
+    elif con is None:
         print(f"{result.scenario.name}: {s['outcome']}. The causal chain of {which}:")
         print(format_diagnosis(report.diagnose(result)))
     else:
@@ -132,95 +248,178 @@ def cmd_explain(args) -> int:
     return EXIT_OK
 
 
-COMPARE_ROWS = ("outcome", "sim_time_us", "hcalls_in_kernel", "hcall_exits", "notifies_in_kernel",
-                "notify_exits", "ioeventfd_signals", "enable_cap", "requests_submitted", "requests_completed",
-                "timeouts", "bytes_loaded")
-
+# -- compare ------------------------------------------------------------------
 
 def print_compare(con, sums: list[dict]) -> None:
     """Two runs' figures side by side (compare, and demo)."""
-    keys = list(COMPARE_ROWS) + sorted({f"exits {k}" for s in sums for k in s["exits_by_hcall"]})
-    rows = [[s["exits_by_hcall"].get(k[6:], 0) if k.startswith("exits ") else s[k] for s in sums] for k in keys]
+    rows = report.compare_rows(sums)
+    names = [s["scenario"] for s in sums]
     if con is not None:
-        term.print_compare(con, keys, [s["scenario"] for s in sums], rows)
+        term.print_compare(con, names, rows)
         return
-    w = max(len(k) for k in keys)
-    print(f"{'':<{w}}  {sums[0]['scenario']:>24}  {sums[1]['scenario']:>24}")
-    for k, vals in zip(keys, rows):
-        print(f"{k:<{w}}  {str(vals[0]):>24}  {str(vals[1]):>24}")
+    w = max(len(label) for label, _ in rows)
+    print(f"{'':<{w}}  " + "  ".join(f"{n:>24}" for n in names))
+    for label, vals in rows:
+        print(f"{label:<{w}}  " + "  ".join(f"{v:>24}" for v in vals))
 
 
+def _compare_args(p):
+    p.add_argument("a", metavar="A", help="first scenario: a name (slofsim list) or a .toml file")
+    p.add_argument("b", metavar="B", help="second scenario: a name or a .toml file")
+    p.add_argument("--plot", metavar="FILE.svg|FILE.png",
+                   help="also draw both runs' lanes, one panel per run (needs matplotlib)")
+    _json_arg(p)
+
+
+@command("compare", "two scenarios' figures side by side",
+         "slofsim compare dataplane-stall dataplane-fixed\n"
+         "  slofsim compare dataplane-stall dataplane-fixed --plot lanes.svg",
+         exits="0 compared (whatever the outcomes), 2 usage or scenario error, 130 interrupted",
+         args=_compare_args)
 def cmd_compare(args) -> int:
     from sim import machine
-    con = term.console()
-    runs = []
-    with term.progress(con, 2, "booting") as step:
-        for n in (args.a, args.b):
-            step(n)
-            runs.append(machine.run(load(scenario_path(n))))
-            step(advance=1)
-    print_compare(con, [report.summary(r) for r in runs])
+    paths = [scenario_path(n) for n in (args.a, args.b)]
+    scns = [load(p) for p in paths]
     if args.plot:
-        from sim.plot import plot_lanes
-        plot_lanes(runs, args.plot)
+        from sim.plot import check_plot
+        check_plot(args.plot)
+    con = term.console(json=args.json)
+    runs = []
+    with term.progress(con, 2 + bool(args.plot), "booting") as step:
+        for n, scn in zip((args.a, args.b), scns):
+            step(n)
+            runs.append(machine.run(scn))
+            step(advance=1)
+        if args.plot:
+            from sim.plot import plot_lanes
+            step(f"drawing {args.plot}")
+            plot_lanes(runs, args.plot)
+            step(advance=1)
+    sums = [report.summary(r) for r in runs]
+    if args.json:
+        _print_json({"schema_version": report.SCHEMA_VERSION, "command": "compare", "runs": sums})
+    else:
+        print_compare(con, sums)
+    if args.plot and not args.json:
         print(f"wrote {args.plot}")
     return EXIT_OK
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+# -- check ---------------------------------------------------------------------
 
-
-def check_one(path: str) -> tuple:
+def check_one(path: str) -> dict:
     """One scenario against its [expect]: its row of the table."""
     from sim import machine
     scn = load(path)
     s = report.summary(machine.run(scn))
-    bad = [f"{k}={s.get(k)!r} (expected {v!r})" for k, v in scn.expect.items() if s.get(k) != v]
-    if not scn.expect:
-        bad = ["no [expect] table"]
-    return (scn.name, s["outcome"], s["sim_time_us"] / 1e6, s["notify_exits"], s["notifies_in_kernel"],
-            "ok" if not bad else "MISMATCH: " + "; ".join(bad))
+    bad = report.expect_mismatches(s, scn.expect)
+    return {"scenario": scn.name, "outcome": s["outcome"], "sim_time_us": s["sim_time_us"],
+            "notify_exits": s["notify_exits"], "notifies_in_kernel": s["notifies_in_kernel"],
+            "ok": bool(scn.expect) and not bad, "has_expect": bool(scn.expect), "mismatches": bad}
 
 
-def check(paths: list[str], step=lambda text=None, advance=0: None, jobs: int = 1) -> tuple[list[tuple], bool]:
+def result_text(row: dict) -> str:
+    """check's result column: ok, or what differed."""
+    if not row["has_expect"]:
+        return "MISMATCH: no [expect] table"
+    if row["ok"]:
+        return "ok"
+    def show(v):
+        return report.format_enable_cap(v) if isinstance(v, dict) and "called" in v else repr(v)
+    return "MISMATCH: " + "; ".join(f"{m['key']}={show(m['got'])} (expected {show(m['expected'])})"
+                                    if m["key"] != "enable_cap" else
+                                    f"enable_cap={show(m['got'])} (expected {m['expected']!r})"
+                                    for m in row["mismatches"])
+
+
+def _ignore_sigint() -> None:
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent alone answers Ctrl-C
+
+
+def check(paths: list[str], step=lambda text=None, advance=0: None, jobs: int = 1) -> tuple[list[dict], bool]:
     """Rows in the order of paths, whatever jobs is; jobs > 1 runs them in
     worker processes (each scenario is its own trio.run)."""
     for path in paths:
         load(path)              # a bad file fails before any boot
+    rows = []
     if jobs > 1 and len(paths) > 1:
         from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(min(jobs, len(paths))) as pool:
-            rows = []
+        pool = ProcessPoolExecutor(min(jobs, len(paths)), initializer=_ignore_sigint)
+        try:
             for row in pool.map(check_one, paths):
                 rows.append(row)
-                step(row[0], advance=1)
+                step(row["scenario"], advance=1)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     else:
-        rows = []
         for path in paths:
             step(os.path.splitext(os.path.basename(path))[0])
             rows.append(check_one(path))
             step(advance=1)
-    return rows, all(r[-1] == "ok" for r in rows)
+    return rows, all(r["ok"] for r in rows)
 
 
+def _check_args(p):
+    p.add_argument("dir", nargs="?", metavar="DIR",
+                   help="a directory of *.toml scenarios (default: ./scenarios, else the packaged set)")
+    p.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N",
+                   help="worker processes; the table is the same for any N (default: the number of cores)")
+    _json_arg(p)
+
+
+@command("check", "run every scenario against its [expect] table",
+         "slofsim check\n  slofsim check scenarios -j 1 --json",
+         exits="0 every scenario as expected, 1 a mismatch, 2 usage or scenario error, 130 interrupted",
+         args=_check_args)
 def cmd_check(args) -> int:
     paths = scenario_dir(args.dir)
-    con = term.console()
+    con = term.console(json=args.json)
     with term.progress(con, len(paths), "check") as step:
         rows, ok = check(paths, step, jobs=args.jobs)
+    code = EXIT_OK if ok else EXIT_BOOT_FAILED
+    if args.json:
+        _print_json({"schema_version": report.SCHEMA_VERSION, "command": "check", "ok": ok,
+                     "scenarios": [{k: v for k, v in r.items() if k != "has_expect"} for r in rows]})
+        return code
+    table = [(r["scenario"], r["outcome"], r["sim_time_us"] / 1e6, r["notify_exits"], r["notifies_in_kernel"],
+              result_text(r)) for r in rows]
     if con is not None:
-        term.print_check(con, rows)
-        return EXIT_OK if ok else EXIT_BOOT_FAILED
-    width = max(len(r[0]) for r in rows)
+        term.print_check(con, table)
+        return code
+    width = max(len(r[0]) for r in table)
     print(f"{'scenario':<{width}}  {'outcome':<8} {'sim time':>11}  {'notify exits':>12} {'in kernel':>9}  result")
-    for name, outcome, t, ex, ik, res in rows:
+    for name, outcome, t, ex, ik, res in table:
         print(f"{name:<{width}}  {outcome:<8} {t:>9.3f} s  {ex:>12} {ik:>9}  {res}")
-    return EXIT_OK if ok else EXIT_BOOT_FAILED
+    return code
 
 
+# -- list -----------------------------------------------------------------------
+
+@command("list", "the scenarios: names, expected outcomes, descriptions", "slofsim list",
+         exits="0 listed, 2 a scenario file is invalid")
+def cmd_list(args) -> int:
+    rows = []
+    for name in known_scenarios():
+        scn = load(scenario_path(name))
+        rows.append((name, scn.expect.get("outcome", "?"), scn.description))
+    con = term.console()
+    if con is not None:
+        term.print_list(con, rows)
+        return EXIT_OK
+    w = max(len(r[0]) for r in rows)
+    print(f"{'scenario':<{w}}  {'expects':<8}  description")
+    for name, outcome, desc in rows:
+        print(f"{name:<{w}}  {outcome:<8}  {desc}")
+    return EXIT_OK
+
+
+# -- demo ------------------------------------------------------------------------
+
+@command("demo", "the 2015 stall and its fix side by side, in plain words", "slofsim demo",
+         exits="0 shown, 130 interrupted")
 def cmd_demo(args) -> int:
     from sim import machine
     con = term.console()
@@ -246,8 +445,8 @@ def cmd_demo(args) -> int:
     print_compare(con, [stall, fixed])
     if con is None:
         print()
-    cap = ("QEMU never asked for them (KVM_ENABLE_CAP not called)" if stall["enable_cap"] == "not called"
-           else f"KVM_ENABLE_CAP returned {stall['enable_cap']}")
+    cap = ("QEMU never asked for them (KVM_ENABLE_CAP not called)" if not stall["enable_cap"]["called"]
+           else f"KVM_ENABLE_CAP returned {report.format_enable_cap(stall['enable_cap'])}")
     words = [
         f"In the stall, SLOF's QUEUE_NOTIFY went to QEMU as an exit ({stall['notify_exits']} of "
         f"{stall['notifies']} notifies): the pre-4.1 kernel has no in-kernel H_LOGICAL_CI_STORE, "
@@ -273,8 +472,28 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+# -- mkdisk ----------------------------------------------------------------------
+
+def _mkdisk_args(p):
+    p.add_argument("out", metavar="OUT.img", help="the image file to write")
+    p.add_argument("--size-mib", type=int, default=16, metavar="N", help="disk size in MiB")
+    p.add_argument("--part-start", type=int, default=2048, metavar="LBA",
+                   help="first sector of the PReP partition")
+    p.add_argument("--part-sectors", type=int, default=2048, metavar="N",
+                   help="length of the PReP partition in 512-byte sectors")
+    p.add_argument("--no-active", action="store_true", help="clear the PReP partition's boot flag (MBR only)")
+    p.add_argument("--gpt", action="store_true", help="GPT (protective MBR, PReP type GUID) instead of MBR")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUT.img if it exists")
+
+
+@command("mkdisk", "write a bootable raw disk image (PReP partition, tiny ELF)",
+         "slofsim mkdisk disk.img\n  slofsim mkdisk disk.img --gpt --size-mib 64 --force",
+         exits="0 written, 2 bad option, existing file without --force, or cannot write",
+         args=_mkdisk_args)
 def cmd_mkdisk(args) -> int:
     from sim.mkdisk import write_disk
+    if os.path.exists(args.out) and not args.force:
+        raise ScenarioError(f"{args.out}: already exists; use --force to overwrite it")
     try:
         write_disk(args.out, part_start=args.part_start, part_sectors=args.part_sectors,
                    active=not args.no_active, size_mib=args.size_mib, gpt=args.gpt)
@@ -286,46 +505,136 @@ def cmd_mkdisk(args) -> int:
     return EXIT_OK
 
 
-def main(argv=None) -> int:
-    p = _Parser(prog="slofsim", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-    r = sub.add_parser("run", help="boot one scenario")
-    r.add_argument("scenario")
-    r.add_argument("--disk", help="raw disk image to boot instead of the scenario's")
-    r.add_argument("--json", action="store_true", help="print one JSON object")
-    r.add_argument("--trace", metavar="FILE", help="write Chrome/Perfetto trace-event JSON")
-    e = sub.add_parser("explain", help="the causal chain of one request, from the trace")
-    e.add_argument("scenario")
-    e.add_argument("--disk")
-    cp = sub.add_parser("compare", help="two scenarios' figures side by side")
-    cp.add_argument("a")
-    cp.add_argument("b")
-    cp.add_argument("--plot", metavar="FILE.svg|FILE.png", help="draw both runs' lanes (needs matplotlib)")
-    c = sub.add_parser("check", help="run every scenario against its [expect]")
-    c.add_argument("dir", nargs="?")
-    c.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1,
-                   help="worker processes (default: the number of cores)")
-    sub.add_parser("demo", help="the stall and the fix side by side")
-    m = sub.add_parser("mkdisk", help="write a bootable raw disk image")
-    m.add_argument("out")
-    m.add_argument("--part-start", type=int, default=2048)
-    m.add_argument("--part-sectors", type=int, default=2048)
-    m.add_argument("--size-mib", type=int, default=16)
-    m.add_argument("--no-active", action="store_true", help="clear the PReP partition's boot flag (MBR)")
-    m.add_argument("--gpt", action="store_true", help="GPT (protective MBR, PReP type GUID) instead of MBR")
-    f = sub.add_parser("fuzz", help="a hostile guest against KVM, QEMU and the devices")
-    f.add_argument("--seconds", type=float, default=10.0, help="wall-clock budget (default 10)")
-    f.add_argument("--seed", type=int, default=0)
+# -- fuzz -------------------------------------------------------------------------
+
+def _fuzz_args(p):
+    p.add_argument("--seconds", type=_positive_float, default=10.0, metavar="S",
+                   help="wall-clock budget in seconds")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the random choices; the same seed tries the same inputs")
+
+
+@command("fuzz", "a hostile guest against KVM, QEMU and the devices",
+         "slofsim fuzz --seconds 30 --seed 1",
+         exits="0 no finding, 1 a host-side exception, hang or oracle violation, 2 usage error, "
+               "130 interrupted (counts so far printed)",
+         args=_fuzz_args)
+def cmd_fuzz(args) -> int:
+    from sim.fuzz import cmd_fuzz as fuzz
+    return fuzz(args)
+
+
+# -- completion --------------------------------------------------------------------
+
+def _completion_args(p):
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete for")
+
+
+@command("completion", "print a shell completion script (needs shtab)",
+         'eval "$(slofsim completion bash)"\n'
+         "  slofsim completion zsh > ~/.zfunc/_slofsim",
+         exits="0 printed, 2 shtab is not installed",
+         args=_completion_args)
+def cmd_completion(args) -> int:
     try:
-        args = p.parse_args(argv)
-        if args.cmd == "fuzz":
-            from sim.fuzz import cmd_fuzz
-            return cmd_fuzz(args)
-        return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "mkdisk": cmd_mkdisk,
-                "explain": cmd_explain, "compare": cmd_compare}[args.cmd](args)
-    except ScenarioError as exc:
-        print(f"slofsim: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        import shtab
+    except ImportError:
+        raise ScenarioError("completion: needs shtab (pip install 'slofsim[completion]')") from None
+    parser, _ = build_parser(rich=False)
+    names = " ".join(known_scenarios())
+    preamble = {"bash": f'_slofsim_scenarios() {{ compgen -W "{names}" -- "$1"; compgen -f -X "!*.toml" -- "$1"; }}\n'}
+    for act in _scenario_actions(parser):
+        act.complete = {"bash": "_slofsim_scenarios", "zsh": f"({names})", "tcsh": f"({names})"}
+    print(shtab.complete(parser, args.shell, preamble=preamble))
+    return EXIT_OK
+
+
+def _scenario_actions(parser):
+    for sub in _subparsers(parser).values():
+        for act in sub._actions:
+            if act.dest in ("scenario", "a", "b"):
+                yield act
+            elif act.dest in ("disk", "trace", "plot", "out", "dir"):
+                act.complete = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+
+
+# -- the parser ----------------------------------------------------------------------
+
+class _Defaults:
+    """Shows `(default: X)` after an option's help when X says something."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+                and "default" not in h):
+            h += " (default: %(default)s)"
+        return h
+
+
+def _formatter(rich: bool):
+    if rich:
+        try:
+            from rich_argparse import RawDescriptionRichHelpFormatter
+            return type("Help", (_Defaults, RawDescriptionRichHelpFormatter), {})
+        except ImportError:
+            pass
+    return type("Help", (_Defaults, argparse.RawDescriptionHelpFormatter), {})
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        m = re.search(r"invalid choice: '([^']*)'", message)
+        if m and self.prog == "slofsim":
+            message += did_you_mean(m.group(1), COMMANDS)
+        raise ScenarioError(f"usage: {message} (see {self.prog} --help)")
+
+
+def _subparsers(parser) -> dict:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def build_parser(rich: bool = False):
+    """The top-level parser and its subparsers by name."""
+    fmt = _formatter(rich)
+    p = _Parser(prog="slofsim", formatter_class=fmt,
+                description="Simulates a POWER KVM guest booting through SLOF from a virtio-blk disk\n"
+                            "served by a QEMU iothread: the 2015 dataplane stall and its fix.",
+                epilog="examples:\n  slofsim demo\n  slofsim run dataplane-stall\n  slofsim list\n\n"
+                       "`slofsim COMMAND --help` shows a command's options, defaults and exit statuses.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND",
+                           title="commands")
+    for c in COMMANDS.values():
+        sp = sub.add_parser(c.name, help=c.help, description=c.help[0].upper() + c.help[1:] + ".",
+                            formatter_class=fmt,
+                            epilog=f"example{'s' if chr(10) in c.example else ''}:\n  {c.example}\n\n"
+                                   f"exit status: {c.exits}")
+        c.args(sp)
+    return p, _subparsers(p)
+
+
+def _main(argv) -> int:
+    parser, subs = build_parser(rich=term.console() is not None)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        subs[args.cmd].error(f"unrecognized arguments: {' '.join(extra)}")
+    return COMMANDS[args.cmd].run(args)
+
+
+def main(argv=None) -> int:
+    with interrupt.catching():
+        try:
+            return _main(argv)
+        except ScenarioError as exc:
+            print(f"slofsim: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except SystemExit:
+            raise
+        except BaseException as exc:
+            if not interrupt.is_interrupt(exc):
+                raise
+    print("interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

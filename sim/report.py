@@ -17,6 +17,7 @@ time span both: "booted" means the kernel stage completed its reads.
 from collections import Counter
 
 from sim.abi import papr
+from sim.abi.kvm import ERRNO_NAMES
 from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR
 from sim.diagnosis import diagnose, notify_addrs  # noqa: F401  (diagnose is re-exported)
 from sim.perfetto import phase_spans
@@ -162,7 +163,6 @@ def summary(result) -> dict:
     completed = trace.named("blk_complete")
     reads = {e.fields["used_idx"]: e for e in completed}
     bytes_loaded = sum(r["count"] * 512 for r in block_requests(trace) if r["completed"] and r["type"] == "read")
-    caps = [e.fields["ret"] for e in trace.named("enable_cap")]
     reqs = block_requests(trace)
     first_stalled = next((i for i, r in enumerate(reqs) if not r["completed"]), None)
     return {
@@ -176,7 +176,7 @@ def summary(result) -> dict:
         "notifies": len(notifies),
         "notifies_in_kernel": sum(1 for _, d in notifies if d.fields["in_kernel"]),
         "notify_exits": sum(1 for _, d in notifies if not d.fields["in_kernel"]),
-        "enable_cap": ",".join(caps) if caps else "not called",
+        "enable_cap": enable_cap(trace),
         "requests_submitted": len(reqs),
         "requests_completed": len(reads),
         "timeouts": len(trace.named("virtio_timeout")),
@@ -187,8 +187,33 @@ def summary(result) -> dict:
     }
 
 
+def enable_cap(trace) -> dict:
+    """QEMU's KVM_ENABLE_CAP(KVM_CAP_PPC_ENABLE_HCALL) calls, in order:
+    whether it made any, the hcall each enabled, the ioctl's return (0 or
+    -errno) and the errno's name ("" on success)."""
+    calls = trace.named("enable_cap")
+    codes = {name: n for n, name in ERRNO_NAMES.items()}
+    names = [e.fields["ret"].lstrip("-") for e in calls]      # sim.abi.kvm.errno_name's text
+    return {"called": bool(calls), "hcalls": [e.fields["hcall"] for e in calls],
+            "results": [0 if n == "0" else -codes.get(n, int(n) if n.isdigit() else 0) for n in names],
+            "errors": [n if n != "0" else "" for n in names]}
+
+
+def format_enable_cap(cap: dict) -> str:
+    """The summary's ENABLE_CAP(104) line: "not called", or each return."""
+    if not cap["called"]:
+        return "not called"
+    return ",".join(f"-{e}" if e else str(r) for r, e in zip(cap["results"], cap["errors"]))
+
+
+# The version of every --json object (run, check, compare, explain); the
+# schema is sim/schema/slofsim.schema.json. Bump it when a field changes
+# meaning or goes away; adding a field does not.
+SCHEMA_VERSION = 1
+
+
 def to_json(result) -> dict:
-    out = summary(result)
+    out = {"schema_version": SCHEMA_VERSION, "command": "run", **summary(result)}
     out["block_requests"] = [{k: r[k] for k in ("type", "sector", "count")}
                              for r in block_requests(firmware_trace(result.trace))]
     out["register_accesses"] = register_accesses(result)
@@ -206,15 +231,11 @@ def format_summary(s: dict) -> str:
         f"exits to userspace:  {s['hcall_exits']} ({exits})",
         f"QUEUE_NOTIFY:        {s['notifies']} ({s['notifies_in_kernel']} in kernel, {s['notify_exits']} via QEMU)",
         f"ioeventfd signals:   {s['ioeventfd_signals']}",
-        f"ENABLE_CAP(104):     {s['enable_cap']}",
+        f"ENABLE_CAP(104):     {format_enable_cap(s['enable_cap'])}",
         f"block requests:      {s['requests_completed']} of {s['requests_submitted']} completed"
         + (f", {s['timeouts']} timed out" if s["timeouts"] else ""),
         f"bytes loaded:        {s['bytes_loaded']}",
-        f"kernel stage:        {s['kernel_stage']}"
-        + (f": {s['kernel_requests_completed']} reads, QUEUE_NOTIFY {s['kernel_notifies']} "
-           f"({s['kernel_notifies_in_kernel']} in kernel, {s['kernel_notify_exits']} via QEMU), "
-           f"{s['kernel_mmio_exits']} MMIO exits, {s['kernel_interrupts']} interrupts "
-           f"({s['kernel_irqfd_interrupts']} by irqfd)" if s["kernel_stage"] != "not reached" else ""),
+        f"kernel stage:        {kernel_stage_text(s)}",
     ]
     return "\n".join(lines)
 
@@ -228,3 +249,60 @@ def format_phases(s: dict) -> str:
         name = "  " * p["depth"] + p["name"]
         lines.append(f"  {name:<{width}}  {p['dur_us'] / 1e6:10.6f} s  {100 * p['dur_us'] / total:5.1f} %")
     return "\n".join(lines)
+
+
+def expect_mismatches(s: dict, expect: dict) -> list[dict]:
+    """[expect] keys whose figure differs: {key, got, expected}. A table
+    (enable_cap) matches when every field it names matches."""
+    bad = []
+    for key, want in expect.items():
+        got = s.get(key)
+        if isinstance(want, dict):
+            ok = isinstance(got, dict) and all(got.get(k) == v for k, v in want.items())
+        else:
+            ok = got == want
+        if not ok:
+            bad.append({"key": key, "got": got, "expected": want})
+    return bad
+
+
+def kernel_stage_text(s: dict) -> str:
+    """The summary's kernel stage line, after its label."""
+    if s["kernel_stage"] == "not reached":
+        return s["kernel_stage"]
+    return (f"{s['kernel_stage']}: {s['kernel_requests_completed']} reads, QUEUE_NOTIFY {s['kernel_notifies']} "
+            f"({s['kernel_notifies_in_kernel']} in kernel, {s['kernel_notify_exits']} via QEMU), "
+            f"{s['kernel_mmio_exits']} MMIO exits, {s['kernel_interrupts']} interrupts "
+            f"({s['kernel_irqfd_interrupts']} by irqfd)")
+
+
+# compare's rows: (summary key, the label a person reads), in order.
+COMPARE_ROWS = (
+    ("outcome", "outcome"), ("sim_time_us", "simulated time (s)"), ("hcalls_in_kernel", "hcalls in kernel"),
+    ("hcall_exits", "exits to userspace"), ("notifies_in_kernel", "QUEUE_NOTIFY in kernel"),
+    ("notify_exits", "QUEUE_NOTIFY via QEMU"), ("ioeventfd_signals", "ioeventfd signals"),
+    ("enable_cap", "ENABLE_CAP(104)"), ("requests_submitted", "requests submitted"),
+    ("requests_completed", "requests completed"), ("timeouts", "timeouts"), ("bytes_loaded", "bytes loaded"),
+)
+COMPARE_KERNEL_ROWS = (
+    ("kernel_stage", "kernel stage"), ("kernel_requests_completed", "kernel: reads completed"),
+    ("kernel_notifies_in_kernel", "kernel: QUEUE_NOTIFY in kernel"),
+    ("kernel_notify_exits", "kernel: QUEUE_NOTIFY via QEMU"), ("kernel_mmio_exits", "kernel: MMIO exits"),
+    ("kernel_ioeventfd_signals", "kernel: ioeventfd signals"), ("kernel_interrupts", "kernel: interrupts"),
+    ("kernel_irqfd_interrupts", "kernel: interrupts by irqfd"),
+)
+
+
+def compare_rows(sums: list[dict]) -> list[tuple[str, list[str]]]:
+    """(label, one text per run) for compare: the firmware stage's figures,
+    its exits by hcall, then the kernel stage's."""
+    def text(key, s):
+        v = s[key]
+        if key == "sim_time_us":
+            return f"{v / 1e6:.6f}"
+        return format_enable_cap(v) if key == "enable_cap" else str(v)
+    rows = [(label, [text(k, s) for s in sums]) for k, label in COMPARE_ROWS]
+    for name in sorted({k for s in sums for k in s["exits_by_hcall"]}):
+        rows.append((f"exits: {name}", [str(s["exits_by_hcall"].get(name, 0)) for s in sums]))
+    rows += [(label, [text(k, s) for s in sums]) for k, label in COMPARE_KERNEL_ROWS]
+    return rows

@@ -15,12 +15,26 @@ class ScenarioError(Exception):
     """A user error in a scenario file or on the command line."""
 
 
+def check_writable(path: str, option: str) -> None:
+    """path can be created or overwritten; a file it creates is removed again."""
+    if os.path.isdir(path):
+        raise ScenarioError(f"{path}: {option}: is a directory; expected a file name")
+    existed = os.path.exists(path)
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ScenarioError(f"{path}: {option}: cannot write: {exc.strerror}") from None
+    if not existed:
+        os.unlink(path)
+
+
 OUTCOMES = ("booted", "stalled", "failed")
 # Figures an [expect] table may pin, with their types.
 EXPECT_KEYS = {
     "outcome": str, "hcalls_in_kernel": int, "hcall_exits": int, "ioeventfd_signals": int,
     "requests_completed": int, "bytes_loaded": int, "notifies": int, "notifies_in_kernel": int,
-    "notify_exits": int, "enable_cap": str, "timeouts": int, "first_stalled_request": int,
+    "notify_exits": int, "enable_cap": dict, "timeouts": int, "first_stalled_request": int,
     # the kernel stage (sim.report.kernel_stage)
     "kernel_stage": str, "kernel_notifies": int, "kernel_notifies_in_kernel": int, "kernel_notify_exits": int,
     "kernel_mmio_exits": int, "kernel_ioeventfd_signals": int, "kernel_interrupts": int,
@@ -41,7 +55,10 @@ SCHEMA = {
     "costs": {name: float for name in Costs.names()},
     "expect": EXPECT_KEYS,
 }
-TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "a table", float: "a number"}
+# [expect] enable_cap is a table of some of sim.report.enable_cap's fields,
+# e.g. { called = true, results = [0, 0] } or { called = false }.
+ENABLE_CAP_KEYS = {"called": bool, "hcalls": list, "results": list, "errors": list}
+TYPE_NAMES = {list: "an array", str: "a string", int: "an integer", bool: "true or false", dict: "a table", float: "a number"}
 
 
 @dataclasses.dataclass
@@ -113,6 +130,9 @@ def load(path: str) -> Scenario:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                            f"{exc.start}); expected a TOML file") from None
     _check_types(path, data)
     k, q, m, d = data.get("kernel", {}), data.get("qemu", {}), data.get("machine", {}), data.get("device", {})
     disk, fw = data.get("disk", {}), data.get("firmware", {})
@@ -186,6 +206,11 @@ def load(path: str) -> Scenario:
             raise ScenarioError(f"{path}: [costs] {key}: expected a non-negative number of seconds, got {v}")
     s.costs = Costs(**{key: float(v) for key, v in costs.items()})
     s.expect = data.get("expect", {})
+    for key, v in s.expect.get("enable_cap", {}).items():
+        want = ENABLE_CAP_KEYS.get(key)
+        if want is None or not isinstance(v, want):
+            raise ScenarioError(f"{path}: [expect] enable_cap: {key} = {v!r}; expected a table of "
+                                "called (true or false), hcalls, results (arrays of integers), errors (array of strings)")
     if "outcome" in s.expect and s.expect["outcome"] not in OUTCOMES:
         raise ScenarioError(f"{path}: [expect] outcome: expected one of {', '.join(OUTCOMES)}, "
                             f"got {s.expect['outcome']!r}")

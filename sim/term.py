@@ -67,6 +67,7 @@ _esc = escape
 
 def print_summary(con, s: dict, title: str = "slofsim summary") -> None:
     """The figures of sim.report.format_summary as a two-column table."""
+    from sim.report import format_enable_cap, kernel_stage_text
     exits = ", ".join(f"{n} {k}" for k, n in s["exits_by_hcall"].items()) or "none"
     notify = (f"{s['notifies']} ([green]{s['notifies_in_kernel']} in kernel[/], "
               f"[{'red' if s['notify_exits'] else 'green'}]{s['notify_exits']} via QEMU[/])")
@@ -80,9 +81,10 @@ def print_summary(con, s: dict, title: str = "slofsim summary") -> None:
                  ("exits to userspace", f"{s['hcall_exits']} ({_esc(exits)})"),
                  ("QUEUE_NOTIFY", notify),
                  ("ioeventfd signals", str(s["ioeventfd_signals"])),
-                 ("ENABLE_CAP(104)", _esc(s["enable_cap"])),
+                 ("ENABLE_CAP(104)", _esc(format_enable_cap(s["enable_cap"]))),
                  ("block requests", reqs),
-                 ("bytes loaded", str(s["bytes_loaded"]))):
+                 ("bytes loaded", str(s["bytes_loaded"])),
+                 ("kernel stage", _esc(kernel_stage_text(s)))):
         t.add_row(k, v)
     con.print(t)
 
@@ -128,13 +130,14 @@ def print_check(con, rows: list[tuple]) -> None:
     con.print(t)
 
 
-def print_compare(con, keys: list[str], names: list[str], rows: list[list]) -> None:
+def print_compare(con, names: list[str], rows: list[tuple[str, list[str]]]) -> None:
+    """sim.report.compare_rows as a table, the rows that differ in bold."""
     t = _table("", *[(_esc(n), "right") for n in names])
-    for k, vals in zip(keys, rows):
-        cells = [_outcome(str(v)) if k == "outcome" else _esc(v) for v in vals]
-        if k != "outcome" and len(set(map(str, vals))) > 1:
+    for label, vals in rows:
+        cells = [_outcome(v) if label == "outcome" else _esc(v) for v in vals]
+        if label != "outcome" and len(set(vals)) > 1:
             cells = [f"[bold]{c}[/]" for c in cells]
-        t.add_row(_esc(k), *cells)
+        t.add_row(_esc(label), *cells)
     con.print(t)
 
 
@@ -158,3 +161,56 @@ def progress(con, total: int | None, label: str):
         def step(text=None, advance=0):
             bar.update(task, advance=advance, **({"step": text} if text is not None else {}))
         yield step
+
+
+def print_list(con, rows: list[tuple]) -> None:
+    """slofsim list: scenario, expected outcome, description."""
+    t = _table("scenario", "expects", "description")
+    for name, outcome, desc in rows:
+        t.add_row(_esc(name), _outcome(outcome), _esc(desc))
+    con.print(t)
+
+
+@contextlib.contextmanager
+def rate_progress(seconds: float, header: str, unit: str):
+    """A header and a bar over a wall-clock budget, with UNIT per second and
+    the running counts; yields update(elapsed_s, n, counts_text). Rich on a
+    colour terminal, one rewritten plain line on any other terminal, and
+    nothing at all when stdout is not a terminal."""
+    con = console()
+    if con is None and not _isatty(sys.stdout):
+        yield lambda elapsed, n, text: None
+        return
+    if con is None:
+        print(header, flush=True)
+
+        def plain(elapsed, n, text):
+            done = min(elapsed / seconds, 1.0)
+            bar = "#" * round(20 * done) + "-" * (20 - round(20 * done))
+            sys.stdout.write(f"\r[{bar}] {elapsed:5.1f}/{seconds:g} s  {n / max(elapsed, 1e-9):7.1f} {unit}/s  "
+                             f"{text}\x1b[K")
+            sys.stdout.flush()
+        try:
+            yield plain
+        finally:
+            sys.stdout.write("\r\x1b[K")
+            sys.stdout.flush()
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    con.print(f"[bold]{escape(header)}[/]")
+    columns = [BarColumn(), TimeElapsedColumn(), TextColumn("[cyan]{task.fields[rate]}"),
+               TextColumn("{task.fields[counts]}")]
+    with Progress(*columns, console=con, transient=True) as bar:
+        task = bar.add_task(header, total=seconds, rate="", counts="")
+
+        def update(elapsed, n, text):
+            bar.update(task, completed=min(elapsed, seconds), rate=f"{n / max(elapsed, 1e-9):.1f} {unit}/s",
+                       counts=escape(text))
+        yield update
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False

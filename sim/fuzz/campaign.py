@@ -14,6 +14,7 @@ import trio.testing
 
 from devices.block import BlockBackend
 from sim import vtime
+from sim.interrupt import EXIT_INTERRUPTED, is_interrupt
 from sim.abi import papr
 from sim.abi.virtio import VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP
 from sim.cpu import PowerCPU
@@ -86,8 +87,8 @@ def run_case(case: Case, wall_limit: float = WALL_LIMIT_S, disk_file: str | None
     except _WallClockHang:
         result.hung = f"still running after {wall_limit} s of wall time"
     except BaseException as exc:  # noqa: BLE001 -- every escape is the finding
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        if is_interrupt(exc):      # Ctrl-C, however trio wrapped it, is never a finding
+            raise KeyboardInterrupt from None
         if _alarm_fired:  # the alarm landed inside trio's own code
             result.hung = f"still running after {wall_limit} s of wall time"
         else:
@@ -109,6 +110,8 @@ class Campaign(Tally):
     hangs: list = dataclasses.field(default_factory=list)
     violations: list = dataclasses.field(default_factory=list)
     sim_time: float = 0.0
+    interrupted: bool = False       # Ctrl-C ended it before its budget
+    wall_s: float = 0.0             # wall seconds it ran
 
     @property
     def ok(self) -> bool:
@@ -126,21 +129,32 @@ class Campaign(Tally):
         self.violations += [(case, v) for v in r.violations]
 
 
-def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | None = None) -> Campaign:
+def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | None = None,
+             on_case=lambda c: None) -> Campaign:
+    """Cases until the budget is spent or Ctrl-C; on_case(campaign) after each."""
     import random
     ch = RandomChooser(random.Random(seed))
     c = Campaign()
-    end = clock() + seconds
-    while True:
-        case = gen_case(ch)
-        c.add(case, run_case(case, disk_file=disk_file))
-        if clock() >= end:
-            return c
+    start = clock()
+    try:
+        while True:
+            case = gen_case(ch)
+            r = run_case(case, disk_file=disk_file)
+            c.add(case, r)
+            c.wall_s = clock() - start
+            on_case(c)
+            if c.wall_s >= seconds:
+                return c
+    except KeyboardInterrupt:
+        c.interrupted = True
+        c.wall_s = clock() - start
+        return c
 
 
 def format_campaign(c: Campaign, seconds: float, seed: int) -> str:
     names = {VIRTIO_BLK_S_OK: "OK", VIRTIO_BLK_S_IOERR: "IOERR", VIRTIO_BLK_S_UNSUPP: "UNSUPP"}
-    lines = [f"slofsim fuzz: seed {seed}, {seconds:g} s budget",
+    lines = [f"slofsim fuzz: seed {seed}, {seconds:g} s budget"
+             + (f", interrupted after {c.wall_s:.1f} s (the counts so far)" if c.interrupted else ""),
              f"inputs tried: {c.cases} machines, {sum(c.ops.values())} operations "
              f"({', '.join(f'{k} {v}' for k, v in sorted(c.ops.items()))}), "
              f"{c.sim_time:.3f} simulated s",
@@ -160,12 +174,26 @@ def format_campaign(c: Campaign, seconds: float, seed: int) -> str:
     return "\n".join(lines)
 
 
+def counts(c: Campaign) -> str:
+    """The running counts the progress line shows."""
+    return (f"{c.cases} machines, {sum(c.ops.values())} ops, {len(c.exceptions)} exceptions, "
+            f"{len(c.hangs)} hangs, {len(c.violations)} violations")
+
+
 def cmd_fuzz(args) -> int:
     """slofsim fuzz: exit 0 only with no host-side exception, hang or
-    oracle violation."""
+    oracle violation; 130 on Ctrl-C, after the counts so far."""
+    import sys
+    from sim import term
     from sim.scenario import ScenarioError
     if not args.seconds > 0:
         raise ScenarioError(f"--seconds: expected a positive number, got {args.seconds:g}")
-    c = campaign(args.seconds, args.seed)
+    with term.rate_progress(args.seconds, f"slofsim fuzz: seed {args.seed}, {args.seconds:g} s budget",
+                            "inputs") as update:
+        c = campaign(args.seconds, args.seed, on_case=lambda c: update(c.wall_s, c.cases, counts(c)))
     print(format_campaign(c, args.seconds, args.seed))
+    if c.interrupted:
+        sys.stdout.flush()
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0 if c.ok else 1

@@ -1,0 +1,1 @@
+"""JSON Schema of slofsim's --json output (slofsim.schema.json)."""
