@@ -35,7 +35,10 @@ class BlockBackend:
                 self._fd = os.open(path, os.O_RDWR if self.persist else os.O_RDONLY)
                 size = os.fstat(self._fd).st_size
         except OSError as exc:
-            raise BlockError(f"{path}: cannot open disk image: {exc.strerror or exc}") from None
+            why = (" for writing, because [disk] persist = true writes the guest's writes back to it "
+                   "(set persist = false to keep them in memory)" if self._fd is None and self.persist
+                   and not path.endswith(".xz") else "")
+            raise BlockError(f"{path}: cannot open disk image{why}: {exc.strerror or exc}") from None
         except (lzma.LZMAError, EOFError) as exc:   # corrupt or truncated .xz
             raise BlockError(f"{path}: cannot open disk image: not a valid .xz file ({exc})") from None
         if size < SECTOR or size % SECTOR:

@@ -622,17 +622,17 @@ def _main(argv) -> int:
 
 
 def main(argv=None) -> int:
-    with interrupt.catching():
-        try:
-            return _main(argv)
-        except ScenarioError as exc:
-            print(f"slofsim: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except SystemExit:
+    try:
+        return _main(argv)
+    except ScenarioError as exc:
+        print(f"slofsim: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        if not interrupt.is_interrupt(exc):
             raise
-        except BaseException as exc:
-            if not interrupt.is_interrupt(exc):
-                raise
+    sys.stdout.flush()
     print("interrupted", file=sys.stderr)
     return EXIT_INTERRUPTED
 
