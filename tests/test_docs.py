@@ -2,6 +2,9 @@
 
 import importlib.util
 import os
+import re
+
+from sim.costs import Costs
 
 from tests.conftest import ROOT
 
@@ -14,3 +17,114 @@ def test_walkthrough_output_blocks_are_current(capsys):
     assert set(refresh.blocks(text)) == set(refresh.COMMANDS)
     code = refresh.refresh(check=True)
     assert code == 0, capsys.readouterr().out + "\nrun: python docs/refresh.py"
+
+
+# -- every number the walkthrough's prose quotes -------------------------------
+
+def _load_refresh():
+    spec = importlib.util.spec_from_file_location("refresh", os.path.join(ROOT, "docs", "refresh.py"))
+    refresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refresh)
+    return refresh
+
+
+def _line(block: str, label: str) -> str:
+    return next(ln for ln in block.splitlines() if ln.startswith(label))
+
+
+def _phase(block: str, name: str) -> tuple[float, float]:
+    """(seconds, percent) of a row of the time-by-phase table."""
+    m = re.search(rf"^\s+{re.escape(name)}\s+([\d.]+) s\s+([\d.]+) %$", block, re.M)
+    return float(m.group(1)), float(m.group(2))
+
+
+def _t(block: str, fragment: str) -> float:
+    """Simulated time of the first causal-chain step containing fragment."""
+    return float(next(ln for ln in block.splitlines() if fragment in ln and " s  " in ln).split()[0])
+
+
+def _timeout_s(b) -> str:
+    return str(int(re.search(r"after (\d+) ms: timeout", b["explain"]).group(1)) // 1000)
+
+
+def _sim_s(block: str) -> float:
+    return float(_line(block, "simulated time:").split()[2])
+
+
+def _boot_start(block: str) -> float:
+    return _phase(block, "slof start-up")[0] + _phase(block, "pci probe")[0]
+
+
+# (regex in the prose, what its groups must read, from the shown output).
+PROSE_CLAIMS = [
+    (r'a boot that "takes" (\d+) seconds', lambda b: [str(int(_sim_s(b["run-stall"])))]),
+    (r"Its exit status is (\d) because the boot failed",
+     lambda b: [str(1 if "outcome:             stalled" in b["run-stall"] else 0)]),
+    (r"SLOF waits\s+(\d+) seconds for the disk to answer", lambda b: [_timeout_s(b)]),
+    (r"costs (\d+) seconds per read", lambda b: [_timeout_s(b)]),
+    (r"waits (\d+) seconds for the device's", lambda b: [_timeout_s(b)]),
+    (r"every (\d+)\s+seconds: a kick", lambda b: [_timeout_s(b)]),
+    (r"the (\d+)-second timeout", lambda b: [_timeout_s(b)]),
+    (r"reports status (\d+)", lambda b: [re.search(r"status = (\d+)", b["run-stall"]).group(1)]),
+    (r"a read of sector (\d+) \(the partition table\)",
+     lambda b: [re.search(r"request #1: read sector (\d+)", b["explain"]).group(1)]),
+    (r"of the value (\d+), (\d+) bytes wide",
+     lambda b: list(reversed(re.search(r"STORE size (\d+) addr \w+ val 0x(\d+)", b["explain"]).groups()))),
+    (r"notify handler for queue (\d+)", lambda b: [re.search(r"virtio_queue_notify\(vq (\d+)\)", b["explain"]).group(1)]),
+    (r"same address, (\d+) bytes, value (\d+)",
+     lambda b: list(re.search(r"taken by ioeventfd at \w+ len (\d+) datamatch 0x(\d+)", b["run-fixed-tail"]).groups())),
+    (r"\(the stall, (\d+) to (\d+) s\)", lambda b: ["0", str(int(_sim_s(b["run-stall"])))]),
+    (r"\(the fix, (\d+) to ([\d.]+) s\)", lambda b: ["0", f"{_sim_s(b['run-fixed-tail']):.2f}"]),
+    (r"milliseconds at about ([\d.]+) s", lambda b: [f"{_boot_start(b['run-fixed-tail']):.2f}"]),
+    (r"The IOThread wakes (\d+) µs after the kick",
+     lambda b: [str(round(1e6 * (_t(b["run-fixed-tail"], "readable: handler runs")
+                                 - _t(b["run-fixed-tail"], "H_LOGICAL_CI_STORE"))))]),
+    (r"the fixed boot's ([\d.]+) s go", lambda b: [f"{_sim_s(b['run-fixed-tail']):.2f}"]),
+    (r"(\d+) % \(([\d.]+) s\)\s+to SLOF's own start-up",
+     lambda b: [f"{_phase(b['run-fixed-tail'], 'slof start-up')[1]:.0f}",
+                f"{_phase(b['run-fixed-tail'], 'slof start-up')[0]:.2f}"]),
+    (r"(\d+) % \(([\d.]+) s\) to the kernel stage",
+     lambda b: [f"{_phase(b['run-fixed-tail'], 'kernel virtio-blk')[1]:.0f}",
+                f"{_phase(b['run-fixed-tail'], 'kernel virtio-blk')[0]:.2f}"]),
+    (r"under (\d+) %\s+\((\d+) ms\) to SLOF's whole disk part",
+     lambda b: ["1" if _phase(b["run-fixed-tail"], "boot")[1] < 1 else "?",
+                f"{1000 * _phase(b['run-fixed-tail'], 'boot')[0]:.0f}"]),
+    (r"and reads (\d+) blocks", lambda b: [re.search(r"done: (\d+) reads", b["run-fixed-tail"]).group(1)]),
+    (r"Almost all of its ([\d.]+) s", lambda b: [f"{_phase(b['run-fixed-tail'], 'kernel virtio-blk')[0]:.2f}"]),
+    (r"`sim/costs.py`, ([\d.]+) s, marked ASSUMPTION", lambda b: [f"{Costs().linux_boot_to_probe:g}"]),
+]
+# Numbers in the prose that quote no output: versions, years, the
+# capability's number, list numbering.
+PROSE_FACTS = [r"\b2015\b", r"Linux\s+\d\.\d", r"QEMU \d\.\d(?: to \d\.\d)?", r"a 4\.1 kernel", r"capability 104",
+               r"\*\*ENABLE_CAP\(104\)\*\*", r"^\d+\. "]
+
+
+def _prose(text: str) -> tuple[str, str]:
+    """The walkthrough without its fenced blocks (same length), and the same
+    with inline code masked."""
+    prose = re.sub(r"```.*?```", lambda m: re.sub(r"[^\n]", " ", m.group(0)), text, flags=re.S)
+    return prose, re.sub(r"`[^`]*`", lambda m: "`" + "#" * (len(m.group(0)) - 2) + "`", prose)
+
+
+def test_walkthrough_prose_quotes_its_output_truly():
+    refresh = _load_refresh()
+    text = open(refresh.DOC).read()
+    b = refresh.blocks(text)
+    prose, masked = _prose(text)
+    covered = set()
+    for pattern, want in PROSE_CLAIMS:
+        m = re.search(pattern, prose)
+        assert m, f"the walkthrough no longer says {pattern!r}: update PROSE_CLAIMS"
+        assert list(m.groups()) == want(b), f"{m.group(0)!r}: its output reads {want(b)}"
+        covered |= {i for g in range(1, len(m.groups()) + 1) for i in range(*m.span(g))}
+    for pattern in PROSE_FACTS:
+        covered |= {i for m in re.finditer(pattern, masked, re.M) for i in range(*m.span())}
+    loose = [f"line {masked.count(chr(10), 0, m.start()) + 1}: {m.group(0)!r} in "
+             f"{masked[max(0, m.start() - 40):m.end() + 20]!r}"
+             for m in re.finditer(r"(?<![\w.#])\d+(?:\.\d+)*(?![\w.]?\w)", masked) if m.start() not in covered]
+    assert loose == [], "numbers in the prose that no claim checks (add to PROSE_CLAIMS or PROSE_FACTS)"
+    # Inline code that quotes output quotes it verbatim (spacing aside).
+    shown = " ".join(" ".join(v.split()) for v in b.values())
+    for m in re.finditer(r"`([^`]*)`", prose):
+        code = " ".join(m.group(1).split())
+        assert not re.search(r"\d", code) or code in shown or code.startswith(("slofsim ", "--")), f"`{code}` is not in any output shown"
