@@ -128,3 +128,46 @@ def test_walkthrough_prose_quotes_its_output_truly():
     for m in re.finditer(r"`([^`]*)`", prose):
         code = " ".join(m.group(1).split())
         assert not re.search(r"\d", code) or code in shown or code.startswith(("slofsim ", "--")), f"`{code}` is not in any output shown"
+
+
+# -- the README documents the whole command line ------------------------------
+
+def _readme() -> str:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        return f.read()
+
+
+def test_readme_quick_start_is_the_two_commands():
+    assert "```\npip install . && slofsim demo\npip install '.[test]' && pytest\n```" in _readme()
+
+
+def test_readme_documents_every_command_option_key_and_exit_status():
+    from sim.cli import COMMANDS, build_parser
+    from sim.scenario import EXPECT_KEYS, SCHEMA
+    text = _readme()
+    _, subs = build_parser()
+    for name in COMMANDS:
+        assert f"`slofsim {name}" in text, f"slofsim {name} is not in the README"
+        for act in subs[name]._actions:
+            for opt in act.option_strings:
+                assert opt in ("-h", "--help") or f"{opt}" in text, f"slofsim {name} {opt} is not in the README"
+    assert "`slofsim --version`" in text
+    for table, keys in SCHEMA.items():
+        if table:
+            assert f"`[{table}]`" in text
+        for key, kind in keys.items():
+            if not table and kind is dict:
+                continue            # a table, checked as `[table]`
+            if table == "expect" and key.startswith("kernel_"):
+                assert "`kernel_*`" in text
+            else:
+                assert f"`{key}`" in text, f"[{table}] {key} is not in the README"
+    assert set(EXPECT_KEYS) <= set(SCHEMA["expect"])
+    table = text[text.index("### Exit statuses"):]
+    for status in (0, 1, 2, 130):
+        assert f"\n| {status} |" in table
+
+
+def test_readme_paths_exist():
+    for path in set(re.findall(r"`((?:tests|sim|docs|scenarios|benchmarks)/[\w./-]+)`", _readme())):
+        assert os.path.exists(os.path.join(ROOT, path)), path
