@@ -184,16 +184,19 @@ def rate_progress(seconds: float, header: str, unit: str):
     if con is None:
         print(header, flush=True)
 
+        width = [0]         # no escape sequences: padding blanks what the last line left
+
         def plain(elapsed, n, text):
             done = min(elapsed / seconds, 1.0)
             bar = "#" * round(20 * done) + "-" * (20 - round(20 * done))
-            sys.stdout.write(f"\r[{bar}] {elapsed:5.1f}/{seconds:g} s  {n / max(elapsed, 1e-9):7.1f} {unit}/s  "
-                             f"{text}\x1b[K")
+            line = f"[{bar}] {elapsed:5.1f}/{seconds:g} s  {n / max(elapsed, 1e-9):7.1f} {unit}/s  {text}"
+            sys.stdout.write("\r" + line.ljust(width[0]))
             sys.stdout.flush()
+            width[0] = len(line)
         try:
             yield plain
         finally:
-            sys.stdout.write("\r\x1b[K")
+            sys.stdout.write("\r" + " " * width[0] + "\r")
             sys.stdout.flush()
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
