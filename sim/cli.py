@@ -540,22 +540,24 @@ def cmd_completion(args) -> int:
         import shtab
     except ImportError:
         raise ScenarioError("completion: needs shtab (pip install 'slofsim[completion]')") from None
-    parser, _ = build_parser(rich=False)
+    parser, subs = build_parser(rich=False)
     names = " ".join(known_scenarios())
     preamble = {"bash": f'_slofsim_scenarios() {{ compgen -W "{names}" -- "$1"; compgen -f -X "!*.toml" -- "$1"; }}\n'}
-    for act in _scenario_actions(parser):
-        act.complete = {"bash": "_slofsim_scenarios", "zsh": f"({names})", "tcsh": f"({names})"}
+    scenarios = {"bash": "_slofsim_scenarios", "zsh": f"({names})", "tcsh": f"({names})"}
+    files = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+    for sub in subs.values():
+        for act in sub._actions:
+            if act.dest in SCENARIO_ARGS:
+                act.complete = scenarios
+            elif act.dest in FILE_ARGS:
+                act.complete = files
     print(shtab.complete(parser, args.shell, preamble=preamble))
     return EXIT_OK
 
 
-def _scenario_actions(parser):
-    for sub in _subparsers(parser).values():
-        for act in sub._actions:
-            if act.dest in ("scenario", "a", "b"):
-                yield act
-            elif act.dest in ("disk", "trace", "plot", "out", "dir"):
-                act.complete = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+# Arguments completed with scenario names, and with file names.
+SCENARIO_ARGS = ("scenario", "a", "b")
+FILE_ARGS = ("disk", "trace", "plot", "out", "dir")
 
 
 # -- the parser ----------------------------------------------------------------------
