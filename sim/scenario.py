@@ -58,7 +58,8 @@ SCHEMA = {
 # [expect] enable_cap is a table of some of sim.report.enable_cap's fields,
 # e.g. { called = true, results = [0, 0] } or { called = false }.
 ENABLE_CAP_KEYS = {"called": bool, "hcalls": list, "results": list, "errors": list}
-TYPE_NAMES = {list: "an array", str: "a string", int: "an integer", bool: "true or false", dict: "a table", float: "a number"}
+TYPE_NAMES = {list: "an array", str: "a string", int: "an integer", bool: "true or false", dict: "a table",
+              float: "a number"}
 
 
 @dataclasses.dataclass
@@ -209,8 +210,8 @@ def load(path: str) -> Scenario:
     for key, v in s.expect.get("enable_cap", {}).items():
         want = ENABLE_CAP_KEYS.get(key)
         if want is None or not isinstance(v, want):
-            raise ScenarioError(f"{path}: [expect] enable_cap: {key} = {v!r}; expected a table of "
-                                "called (true or false), hcalls, results (arrays of integers), errors (array of strings)")
+            raise ScenarioError(f"{path}: [expect] enable_cap: {key} = {v!r}; expected a table of called "
+                                "(true or false), hcalls, results (arrays of integers), errors (array of strings)")
     if "outcome" in s.expect and s.expect["outcome"] not in OUTCOMES:
         raise ScenarioError(f"{path}: [expect] outcome: expected one of {', '.join(OUTCOMES)}, "
                             f"got {s.expect['outcome']!r}")

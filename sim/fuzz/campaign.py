@@ -14,9 +14,9 @@ import trio.testing
 
 from devices.block import BlockBackend
 from sim import vtime
-from sim.interrupt import EXIT_INTERRUPTED, is_interrupt
 from sim.abi import papr
 from sim.abi.virtio import VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP
+from sim.interrupt import EXIT_INTERRUPTED, is_interrupt
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
 from sim.board.spapr import Console, SpaprMachine
@@ -139,8 +139,7 @@ def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | N
     try:
         while True:
             case = gen_case(ch)
-            r = run_case(case, disk_file=disk_file)
-            c.add(case, r)
+            c.add(case, run_case(case, disk_file=disk_file))
             c.wall_s = clock() - start
             on_case(c)
             if c.wall_s >= seconds:
