@@ -5,7 +5,7 @@ help, an example and the meaning of its exit statuses, shown by
 `slofsim NAME --help`. Every argument is checked before any machine boots.
 User errors (a bad scenario, a missing disk, bad usage) print one line
 naming the file and field, and exit with status 2; Ctrl-C prints
-`interrupted` and exits with 130.
+`interrupted` and exits with 130; a closed stdout pipe exits with 141.
 """
 
 import argparse
@@ -632,6 +632,9 @@ def main(argv=None) -> int:
     except SystemExit:
         raise
     except BaseException as exc:
+        if interrupt.caused_by(exc, BrokenPipeError):       # the reader went away (| head)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return interrupt.EXIT_BROKEN_PIPE
         if not interrupt.is_interrupt(exc):
             raise
     sys.stdout.flush()

@@ -314,3 +314,14 @@ def test_plot_draws_each_lane_as_one_collection(tmp_path, capsys, monkeypatch):
     svg = out.read_text()
     assert "kernel stage" in svg and "QUEUE_NOTIFY path" in svg          # the legend
     assert "simulated time (s), 0 to 100.533706" in svg and "0 to 0.814328" in svg   # an axis per run
+
+
+def test_a_closed_pipe_is_silent_and_141():
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-m", "sim.cli", "run", "dataplane-stall"], cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(1)            # `| head -c 1`
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait() == 141 and err == b""

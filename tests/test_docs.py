@@ -167,7 +167,7 @@ def test_readme_documents_every_command_option_key_and_exit_status():
                 assert f"`{key}`" in text, f"[{table}] {key} is not in the README"
     assert set(EXPECT_KEYS) <= set(SCHEMA["expect"])
     table = text[text.index("### Exit statuses"):]
-    for status in (0, 1, 2, 130):
+    for status in (0, 1, 2, 130, 141):
         assert f"\n| {status} |" in table
 
 
