@@ -91,7 +91,7 @@ PROSE_CLAIMS = [
     (r"under (\d+) %\s+\((\d+) ms\) to SLOF's whole disk part",
      lambda b: ["1" if _phase(b["run-fixed-tail"], "boot")[1] < 1 else "?",
                 f"{1000 * _phase(b['run-fixed-tail'], 'boot')[0]:.0f}"]),
-    (r"and reads (\d+) blocks", lambda b: [re.search(r"done: (\d+) reads", b["run-fixed-tail"]).group(1)]),
+    (r"and makes (\d+) reads", lambda b: [re.search(r"done: (\d+) reads", b["run-fixed-tail"]).group(1)]),
     (r"Almost all of its ([\d.]+) s", lambda b: [f"{_phase(b['run-fixed-tail'], 'kernel virtio-blk')[0]:.2f}"]),
     (r"`sim/costs.py`, ([\d.]+) s, marked ASSUMPTION", lambda b: [f"{Costs().linux_boot_to_probe:g}"]),
 ]
