@@ -560,6 +560,31 @@ SCENARIO_ARGS = ("scenario", "a", "b")
 FILE_ARGS = ("disk", "trace", "plot", "out", "dir")
 
 
+# -- man ----------------------------------------------------------------------------
+
+@command("man", "print a man page (needs argparse-manpage)",
+         "slofsim man > slofsim.1 && man ./slofsim.1",
+         exits="0 printed, 2 argparse-manpage is not installed")
+def cmd_man(args) -> int:
+    try:
+        from build_manpages.manpage import Manpage
+    except ImportError:
+        raise ScenarioError("man: needs argparse-manpage (pip install 'slofsim[man]')") from None
+    parser, _ = build_parser(rich=False)
+    page = [str(Manpage(parser)).rstrip(), ".SH EXAMPLES"]
+    for c in COMMANDS.values():        # the subcommands' epilogs, which the generator leaves out
+        page += [".nf", *(_roff(line.strip()) for line in c.example.splitlines()), ".fi"]
+    page.append(".SH EXIT STATUS")
+    page += [f".TP\n\\fBslofsim {c.name}\\fR\n{_roff(c.exits)}" for c in COMMANDS.values()]
+    print("\n".join(page))
+    return EXIT_OK
+
+
+def _roff(text: str) -> str:
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    return "\\&" + text if text.startswith((".", "'")) else text
+
+
 # -- the parser ----------------------------------------------------------------------
 
 class _Defaults:

@@ -325,3 +325,16 @@ def test_a_closed_pipe_is_silent_and_141():
     p.stdout.close()
     err = p.stderr.read()
     assert p.wait() == 141 and err == b""
+
+
+def test_man_page_has_every_command_option_example_and_exit_status(capsys, monkeypatch):
+    pytest.importorskip("build_manpages")
+    assert main(["man"]) == 0
+    page = capsys.readouterr().out
+    assert page.startswith(".TH SLOFSIM") and ".SH EXAMPLES" in page and ".SH EXIT STATUS" in page
+    for name, c in COMMANDS.items():
+        assert f"\\fBslofsim {name}\\fR" in page
+    assert "\\-\\-part\\-sectors" in page and "slofsim run dataplane\\-stall" in page
+    monkeypatch.setitem(__import__("sys").modules, "build_manpages.manpage", None)
+    assert main(["man"]) == 2
+    assert "pip install 'slofsim[man]'" in capsys.readouterr().err
