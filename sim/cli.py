@@ -324,12 +324,9 @@ def result_text(row: dict) -> str:
         return "MISMATCH: no [expect] table"
     if row["ok"]:
         return "ok"
-    def show(v):
-        return report.format_enable_cap(v) if isinstance(v, dict) and "called" in v else repr(v)
-    return "MISMATCH: " + "; ".join(f"{m['key']}={show(m['got'])} (expected {show(m['expected'])})"
-                                    if m["key"] != "enable_cap" else
-                                    f"enable_cap={show(m['got'])} (expected {m['expected']!r})"
-                                    for m in row["mismatches"])
+    def got(m):     # enable_cap as the summary prints it; the rest as in the file
+        return report.format_enable_cap(m["got"]) if m["key"] == "enable_cap" else repr(m["got"])
+    return "MISMATCH: " + "; ".join(f"{m['key']}={got(m)} (expected {m['expected']!r})" for m in row["mismatches"])
 
 
 def _ignore_sigint() -> None:
