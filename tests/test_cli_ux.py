@@ -338,3 +338,14 @@ def test_man_page_has_every_command_option_example_and_exit_status(capsys, monke
     monkeypatch.setitem(__import__("sys").modules, "build_manpages.manpage", None)
     assert main(["man"]) == 2
     assert "pip install 'slofsim[man]'" in capsys.readouterr().err
+
+
+def test_list_on_a_terminal_is_a_table(capsys, monkeypatch):
+    pytest.importorskip("rich")
+    import sys
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[" in out and "dataplane-stall" in out and "─" in out
