@@ -1,0 +1,156 @@
+"""SLOF releases: the table, the scenario knob, and SLOF 20150429 (QEMU
+2.4.0's image) against the real one run on QEMU 7.2 (tests/data/real-slof-2015)."""
+
+import csv
+import os
+import re
+
+import pytest
+
+from devices.virtio_blk import VirtIOBlock
+from firmware_model.slof.releases import RELEASES, UnknownRelease, release
+from sim import machine, report
+from sim.scenario import ScenarioError, load
+from tests.conftest import QEMU72, ROOT, SCENARIOS, real_slof_csv
+from tests.test_reference import _meant
+
+REAL_2015 = os.path.join(ROOT, "tests", "data", "real-slof-2015")
+
+
+def _csv(name):
+    with open(os.path.join(REAL_2015, name)) as f:
+        return list(csv.DictReader(f))
+
+
+def _boot(scenario_file, slof="20150429", iothread=False, image="mkdisk"):
+    text = QEMU72.format(kernel="4.1", qemu_extra="", iothread=str(iothread).lower(),
+                         ioeventfd=str(iothread).lower(), image=image) + f'[firmware]\nslof = "{slof}"\n'
+    return machine.run(load(scenario_file(text)))
+
+
+def _requests(rows):
+    return [{"type": r["type"], "sector": int(r["sector"]), "count": int(r["nsectors"])} for r in rows]
+
+
+def _got_requests(r):
+    return [{k: q[k] for k in ("type", "sector", "count")} for q in report.block_requests(r.trace)]
+
+
+def _seen(r):
+    """The accesses the device saw (with an ioeventfd the notifies never reach it)."""
+    return [{k: e.fields[k] for k in ("bar", "offset", "size", "rw", "value")}
+            for e in report.firmware_trace(r.trace).named("virtio_pci_access")]
+
+
+# The real console: QEMU's own timestamped lines, ANSI escapes and SLOF's
+# checkpoint codes (C0000...) removed; the model prints neither.
+_NOISE = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[0-9A-Za-z])|C[0-9A-F]{4}\x08{5}")
+
+
+def _real_console(name):
+    with open(os.path.join(REAL_2015, name), encoding="latin-1") as f:
+        lines = [ln for ln in f.read().split("\n") if not re.match(r"\d{4}-\d\d-\d\dT", ln)]
+    lines = [_NOISE.sub("", ln) for ln in lines]
+    return lines[:-1] if lines[-1] == "" else lines   # the newline before QEMU's own last line
+
+
+def _model_console(r, upto=None):
+    lines = r.console.text().split("\n")
+    return lines[:lines.index(upto) + 1] if upto else lines
+
+
+# --- the table -----------------------------------------------------------------
+
+def test_release_lookup_picks_the_newest_row_not_newer():
+    assert release("20150429").tag == "20150429"
+    assert release("qemu-slof-20151103").tag == "20150813"     # nothing modelled changed in between
+    assert release("20241106").tag == "20220719"
+    assert [r.tag for r in RELEASES] == sorted(r.tag for r in RELEASES)
+    assert all(len(r.commit) == 40 for r in RELEASES)
+
+
+@pytest.mark.parametrize("tag", ["20141202", "2015", "20150430", "latest"])
+def test_unknown_slof_is_a_scenario_error_listing_the_rows(scenario_file, tag):
+    with pytest.raises(UnknownRelease):
+        release(tag)
+    with pytest.raises(ScenarioError, match=r"\[firmware\] slof: .*modelled rows: 20150313, 20150429"):
+        load(scenario_file(f'[firmware]\nslof = "{tag}"\n'))
+
+
+def test_default_slof_is_the_one_the_qemu_shipped(scenario_file):
+    for qemu, slof in (("2.3", "20150313"), ("2.4", "20150429"), ("2.5", "20151103"), ("7.2", "20220719")):
+        assert load(scenario_file(f'[qemu]\nversion = "{qemu}"\n')).slof == slof
+
+
+def test_20150313_on_a_qemu_that_creates_pci_nodes_is_refused(scenario_file):
+    with pytest.raises(ScenarioError, match="20150313 scans PCI itself"):
+        load(scenario_file('[qemu]\nversion = "7.2"\n[firmware]\nslof = "20150313"\n'))
+
+
+# --- 20150429 equals the real one -------------------------------------------------
+
+def test_20150429_register_accesses_equal_real_slof(scenario_file):
+    """661 accesses: 3 at PCI probe, 10 at open, 18 per request."""
+    r = _boot(scenario_file)
+    assert report.register_accesses(r) == [_meant(row) for row in _csv("s2015b-legacy_regs.csv")]
+
+
+def test_20150429_with_an_iothread_the_device_sees_what_real_qemu_saw(scenario_file):
+    r = _boot(scenario_file, iothread=True)
+    want = [dict(_meant(row), value=int(row["value"], 16)) for row in _csv("s2015b-legacy-io_regs.csv")]
+    assert _seen(r) == want
+
+
+@pytest.mark.parametrize("iothread,name", [(False, "s2015b-legacy"), (True, "s2015b-legacy-io")])
+def test_20150429_block_requests_and_console_equal_real_slof(scenario_file, iothread, name):
+    r = _boot(scenario_file, iothread=iothread)
+    assert _got_requests(r) == _requests(_csv(f"{name}_requests.csv"))
+    assert report.summary(r)["bytes_loaded"] == 1052160
+    assert _model_console(r, "KERNEL-ENTRY-OK") == _real_console(f"console-{name}.txt")
+
+
+def test_20150429_makes_18_accesses_per_request(scenario_file):
+    """capacity lo/hi, blk_size, 7 x (QUEUE_SEL + NUM or PFN), QUEUE_NOTIFY."""
+    acc = report.register_accesses(_boot(scenario_file))[13:]
+    assert len(acc) == 36 * 18
+    per = [(a["offset"], a["rw"]) for a in acc[:18]]
+    assert per == [(20, "R"), (24, "R"), (40, "R")] + [
+        x for reg in (12, 8, 8, 12, 8, 12, 12) for x in ((14, "W"), (reg, "R"))] + [(16, "W")]
+    assert all([(a["offset"], a["rw"]) for a in acc[i:i + 18]] == per for i in range(0, len(acc), 18))
+
+
+def test_20150429_pci_probe_sets_up_the_queue_without_a_reset(scenario_file):
+    acc = report.register_accesses(_boot(scenario_file))
+    assert [(a["offset"], a["rw"]) for a in acc[:3]] == [(14, "W"), (12, "R"), (8, "W")]
+    assert acc[2]["value"] == 0x3FE04                       # 1 GiB: the ring at 0x3fe04000
+    assert not [a for a in acc if a["offset"] == 18 and a["rw"] == "W" and a["value"] == 0]
+
+
+def test_20150429_every_read_failing_gives_the_real_requests_and_console(scenario_file, monkeypatch):
+    """blkdebug inject-error EIO on every read (e2015-eio-io): each failed
+    read is one deblocker retry; five make a read fail; the CHRP open's
+    try-dos-partition prints its message after the tenth sector-0 failure."""
+    monkeypatch.setattr(VirtIOBlock, "_range_ok", lambda self, sector, size: False)   # every read IOERR
+    r = _boot(scenario_file, iothread=True)
+    assert _got_requests(r) == _requests(_csv("e2015-eio-io_requests.csv"))
+    want = [dict(_meant(row), value=int(row["value"], 16)) for row in _csv("e2015-eio-io_regs.csv")]
+    assert _seen(r) == want
+    assert _model_console(r) == _real_console("console-e2015-eio-io.txt")
+
+
+# --- 20220719 unchanged -------------------------------------------------------------
+
+def test_20220719_is_unchanged(scenario_file):
+    r = _boot(scenario_file, slof="20220719")
+    assert report.register_accesses(r) == [_meant(row) for row in real_slof_csv("tr-legacy-noioev_regs.csv")]
+    assert "Trying to load:  from: /pci@800000020000000/scsi@0 ...   Successfully loaded" in r.console.text()
+
+
+def test_20150313_on_its_own_qemu_scans_pci_and_boots_like_20150429():
+    """QEMU 2.3 (no PCI device nodes of its own): SLOF 20150313 enumerates
+    bus 0 itself; its virtio and disk-label code is 20150429's."""
+    r = machine.run(load(os.path.join(SCENARIOS, "no-iothread-old-kernel.toml")))
+    assert r.scenario.slof == "20150313"
+    text = r.console.text()
+    assert " Adapters on 0800000020000000\n" in text and "from: disk ...   Successfully loaded" in text
+    assert "Copyright (c) 2004, 2011" in text
