@@ -154,3 +154,52 @@ def test_20150313_on_its_own_qemu_scans_pci_and_boots_like_20150429():
     text = r.console.text()
     assert " Adapters on 0800000020000000\n" in text and "from: disk ...   Successfully loaded" in text
     assert "Copyright (c) 2004, 2011" in text
+
+
+# --- the 2015 disk-label (20150429 slof/fs/packages/disk-label.fs) ---------------------
+
+ISO = [(64, 4)]
+
+
+def _sectors(r):
+    return [(q["sector"], q["count"]) for q in report.block_requests(r.trace)]
+
+
+def test_2015_gpt_boot_tries_no_gpt_fat_and_says_no_dos_label():
+    """gpt-boot (QEMU 2.4 -> 20150429): the CHRP open's try-dos-partition
+    prints its message (:269) and try-partitions has no GPT step (:601-606);
+    the GPT step reads the header, then entry 1 = PReP."""
+    r = machine.run(load(os.path.join(SCENARIOS, "gpt-boot.toml")))
+    assert r.scenario.slof == "20150429"
+    assert _sectors(r) == ISO + [(0, 1), (0, 1), (0, 1), (1, 1), (2, 1)] + [
+        (2048 + k, 64) for k in range(0, 2048, 64)]
+    assert "No DOS disk-label found.\n" in r.console.text() and report.outcome(r) == "booted"
+
+
+def test_2015_blank_disk_reads_sector0_three_times(scenario_file, tmp_path):
+    img = tmp_path / "blank.img"
+    img.write_bytes(bytes(1 << 20))
+    r = _boot(scenario_file, image=str(img))
+    assert _sectors(r) == ISO + [(0, 1)] * 3
+    assert "\nNo DOS disk-label found.\n" in r.console.text() and report.outcome(r) == "failed"
+
+
+def test_2015_gpt_scan_skips_entries(scenario_file, tmp_path):
+    """`seek-pos gpt-part-size i * + to seek-pos` (20150429 :406): after
+    entry i the position moves i entries on, so entries 1, 2, 4, 7, 11...
+    are read and a PReP entry in slot 3 is never seen. 0097e61 fixed it."""
+    from sim import mkdisk
+    disk = mkdisk.build_disk(gpt=True)
+    first = 2 * 512                                     # the entry array at LBA 2
+    disk[first + 2 * 128:first + 3 * 128] = disk[first:first + 128]
+    disk[first:first + 128] = bytes(128)
+    path = tmp_path / "gpt3.img"
+    path.write_bytes(bytes(disk))
+    r = _boot(scenario_file, image=str(path))
+    assert report.outcome(r) == "failed"
+    old = _sectors(r)
+    assert old[:len(ISO) + 4] == ISO + [(0, 1), (0, 1), (0, 1), (1, 1)]
+    scan = old[len(ISO) + 4:]
+    assert scan == [(2 + 128 * (i * (i - 1) // 2) // 512, 1) for i in range(1, 129)]
+    new = _boot(scenario_file, slof="20220719", image=str(path))
+    assert report.outcome(new) == "booted"
