@@ -176,14 +176,6 @@ def test_2015_gpt_boot_tries_no_gpt_fat_and_says_no_dos_label():
     assert "No DOS disk-label found.\n" in r.console.text() and report.outcome(r) == "booted"
 
 
-def test_2015_blank_disk_reads_sector0_three_times(scenario_file, tmp_path):
-    img = tmp_path / "blank.img"
-    img.write_bytes(bytes(1 << 20))
-    r = _boot(scenario_file, image=str(img))
-    assert _sectors(r) == ISO + [(0, 1)] * 3
-    assert "\nNo DOS disk-label found.\n" in r.console.text() and report.outcome(r) == "failed"
-
-
 def test_2015_gpt_scan_skips_entries(scenario_file, tmp_path):
     """`seek-pos gpt-part-size i * + to seek-pos` (20150429 :406): after
     entry i the position moves i entries on, so entries 1, 2, 4, 7, 11...
@@ -203,3 +195,28 @@ def test_2015_gpt_scan_skips_entries(scenario_file, tmp_path):
     assert scan == [(2 + 128 * (i * (i - 1) // 2) // 512, 1) for i in range(1, 129)]
     new = _boot(scenario_file, slof="20220719", image=str(path))
     assert report.outcome(new) == "booted"
+
+
+def test_2015_gpt_disk_equals_real_slof(scenario_file, tmp_path):
+    """slofsim mkdisk --gpt booted by the real 20150429 (g2015b-gpt_*):
+    697 accesses, 38 requests, and `No DOS disk-label found.` before
+    `Successfully loaded`."""
+    import hashlib
+    from sim import mkdisk
+    path = tmp_path / "gpt.img"
+    path.write_bytes(bytes(mkdisk.build_disk(gpt=True)))
+    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith("9ff9522ce8604b59")   # the measured image
+    r = _boot(scenario_file, image=str(path))
+    assert report.register_accesses(r) == [_meant(row) for row in _csv("g2015b-gpt_regs.csv")]
+    assert _got_requests(r) == _requests(_csv("g2015b-gpt_requests.csv"))
+    assert "from: disk ... \nNo DOS disk-label found.\n  Successfully loaded" in r.console.text()
+
+
+def test_2015_blank_disk_equals_real_slof(scenario_file, tmp_path):
+    path = tmp_path / "blank.img"
+    path.write_bytes(bytes(1 << 20))
+    r = _boot(scenario_file, image=str(path))
+    assert _got_requests(r) == _requests(_csv("b2015b-blank_requests.csv"))
+    text = r.console.text()
+    with open(os.path.join(REAL_2015, "console-b2015b-blank-tail.txt")) as f:   # from "Trying to load" on
+        assert text[text.index("Trying to load"):] == f.read()
