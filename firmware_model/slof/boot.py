@@ -21,7 +21,8 @@ from firmware_model.slof.virtio_blk import VirtioBlk
 LOAD_BASE = 0x4000                # default-load-base (board-qemu/slof/OF.fs)
 RING_BELOW_TOP = 0x1C8C000        # the ring landed at 0x3e374000 with 1 GiB (real-slof)
 # 2015: `1000 CLAIM VALUE queue-addr` at probe (pci-device_1af4_1001.fs:26-27)
-# gave 0x3fe04000 with 1 GiB (real-slof-2015, QUEUE_PFN 0x3fe04).
+# gave 0x3fe04000 with 1 GiB (real-slof-2015, QUEUE_PFN 0x3fe04); other RAM
+# sizes: the same distance from the top (ASSUMPTION, as RING_BELOW_TOP).
 RING_BELOW_TOP_PROBE = 0x1FC000
 # No qemu,boot-device and no boot-device in NVRAM: the default list
 # (board-qemu/slof/qemu-bootlist.fs:37-44).
@@ -120,9 +121,8 @@ class Slof:
             path = f"{self.phb.path}/scsi@{devfn >> 3:x}"
             self.disks[path] = (fn, None)
             self.transports[path] = transport
-            # (set-alias): "disk" get-next-alias (virtio-block.fs)
-            self.aliases[next(a for a in ("disk", *(f"disk{i}" for i in range(1, 1 + len(self.aliases))))
-                              if a not in self.aliases)] = path
+            # (set-alias): `s" disk" get-next-alias` (virtio-block.fs): disk, disk1, ...
+            self.aliases[f"disk{len(self.aliases) or ''}"] = path
 
     async def scan_bus(self) -> list[int]:
         """Before be9b2fa SLOF enumerates bus 0 itself (pci-scan.fs
