@@ -220,3 +220,23 @@ def test_2015_blank_disk_equals_real_slof(scenario_file, tmp_path):
     text = r.console.text()
     with open(os.path.join(REAL_2015, "console-b2015b-blank-tail.txt")) as f:   # from "Trying to load" on
         assert text[text.index("Trying to load"):] == f.read()
+
+
+def test_2015_every_read_hanging_equals_real_slof(scenario_file, monkeypatch):
+    """blkdebug suspends every read (h2015b-all-noio, measured here; no
+    iothread): each read times out after 5 s, and the label probe makes
+    the same 20 requests as with EIO, from the same mechanism."""
+    import trio
+
+    async def suspended(self, *args):
+        await trio.sleep_forever()
+    monkeypatch.setattr(VirtIOBlock, "_do_request", suspended)
+    text = QEMU72.format(kernel="4.1", qemu_extra="", iothread="false", ioeventfd="true", image="mkdisk")
+    r = machine.run(load(scenario_file(text + '[firmware]\nslof = "20150429"\n')))
+    assert _got_requests(r) == _requests(_csv("h2015b-all-noio_requests.csv"))
+    want = [dict(_meant(row), value=int(row["value"], 16)) for row in _csv("h2015b-all-noio_regs.csv")]
+    assert _seen(r) == want
+    assert report.summary(r)["timeouts"] == 20 and report.outcome(r) == "stalled"
+    console = r.console.text()
+    with open(os.path.join(REAL_2015, "console-h2015b-all-noio-tail.txt"), encoding="latin-1") as f:
+        assert console[console.index("Trying to load"):] == f.read()
