@@ -77,6 +77,13 @@ def _row(base: SlofRelease | None, **changes) -> SlofRelease:
 
 
 # qemu-slof-20150313 (c89b0df): QEMU 2.3.0's SLOF (roms/SLOF at v2.3.0).
+# Source-modelled: up to 20150429 only be9b2fa, 893ebad (bridge limits),
+# cb4e9e9 (64-bit translation), d5c4b47 (USB) and non-disk fixes changed.
+# On QEMU 2.3, which creates no PCI device nodes, it enumerates bus 0
+# itself and then boots as 20150429 does (virtio, disk-label and boot code
+# identical). On QEMU 7.2 the real one probes the disk (3 accesses) but
+# never opens it: E3404 with no request (real-slof-2015 s2015-legacy);
+# sim/scenario.py refuses that pairing.
 S20150313 = _row(
     None, tag="20150313", commit="c89b0df661c0a6bfa9ff0ed4a371f631f5ee38b0",
     title="qemu-slof-20150313 (QEMU 2.3.0's roms/SLOF)",
