@@ -127,9 +127,13 @@ S20220719 = _row(
 RELEASES = (S20150313, S20150429, S20150813, S20160223, S20170303, S20170724, S20191206, S20220719)
 
 
-# Every qemu-slof-* tag of aik/SLOF from the oldest modelled row on
-# (`git tag`); none after 20220719 changed a modelled behaviour.
-TAGS = ("20150313", "20150317", "20150429", "20150601", "20150716", "20150813", "20151103", "20160223",
+# Every qemu-slof-* tag of aik/SLOF the table covers (`git tag`). From
+# 20140630 to 20150313 the modelled files changed only by b931c7b (PCI scan:
+# header types 0 and 1 only), 112cdf9 (64-bit BAR ranges) and 750aec6
+# (virtio_vring_size: the same sizes for 128 and 256 entries), so the
+# first row holds for them; none after 20220719 changed a modelled behaviour.
+TAGS = ("20140630", "20140722", "20140827", "20140905", "20141017", "20141029", "20141125", "20141202",
+        "20150313", "20150317", "20150429", "20150601", "20150716", "20150813", "20151103", "20160223",
         "20161019", "20170303", "20170724", "20171214", "20171412", "20180621", "20180702", "20190114",
         "20190703", "20190719", "20190827", "20190911", "20191022", "20191206", "20191209", "20191217",
         "20200217", "20200221", "20200312", "20200317", "20200327", "20200513", "20200717", "20210217",
@@ -137,7 +141,7 @@ TAGS = ("20150313", "20150317", "20150429", "20150601", "20150716", "20150813", 
 
 
 class UnknownRelease(ValueError):
-    """Not a qemu-slof tag from the oldest modelled row on."""
+    """Not a qemu-slof tag the table covers."""
 
 
 def release(tag: str) -> SlofRelease:
@@ -147,4 +151,4 @@ def release(tag: str) -> SlofRelease:
     if key not in TAGS:
         raise UnknownRelease(f"expected a qemu-slof tag from {TAGS[0]} on; modelled rows: "
                              f"{', '.join(r.tag for r in RELEASES)}; got {tag!r}")
-    return [r for r in RELEASES if r.tag <= key][-1]
+    return ([r for r in RELEASES if r.tag <= key] or [RELEASES[0]])[-1]
