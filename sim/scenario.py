@@ -190,9 +190,10 @@ def load(path: str) -> Scenario:
     except UnknownRelease as exc:
         raise ScenarioError(f"{path}: [firmware] slof: {exc}") from None
     if not row.reads_qemu_pci_nodes and slof_release(shipped).reads_qemu_pci_nodes:
-        # A QEMU whose own SLOF has be9b2fa creates the PCI device nodes; the
-        # real 20150313 then makes no block request and stops at E3404
-        # (real-slof-2015, QEMU 7.2), for a reason not established.
+        # be9b2fa was made for QEMU's new PCI device nodes (its message), so a
+        # QEMU that shipped it is taken to create them (ASSUMPTION: the QEMU
+        # commit is not checked here). There the real 20150313 makes no block
+        # request and stops at E3404 (real-slof-2015, QEMU 7.2).
         raise ScenarioError(f"{path}: [firmware] slof: {s.slof} scans PCI itself (no be9b2fa) and does not "
                             f"boot on QEMU {s.qemu_version[0]}.{s.qemu_version[1]}, which creates the PCI "
                             f"device nodes; not modelled; expected a SLOF from 20150429 on")
