@@ -125,17 +125,24 @@ class Slof:
             self.aliases[f"disk{len(self.aliases) or ''}"] = path
 
     async def scan_bus(self) -> list[int]:
-        """Before be9b2fa SLOF enumerates bus 0 itself (pci-scan.fs
-        (probe-pci-host-bridge), pci-probe-bus): the vendor ID of each of
-        the 32 slots, then the header type of a present one."""
+        """Before be9b2fa SLOF enumerates bus 0 itself (20150313
+        slof/fs/pci-scan.fs): pci-probe-bus reads each slot's vendor ID
+        (pci-vendor@, config-l@ 0); for a present one pci-setup-device reads
+        the header type (multifunction?), the function's vendor ID again,
+        and pci-add-device the header type again (0: pci-device-setup)."""
         await self.print(f"\r Adapters on {self.phb.buid:016x}\r\n")
         found = []
         for slot in range(32):
             fn = PciFunction(self.hv, self.phb, slot << 3)
-            if await fn.read(0x00, 4) & 0xFFFF == 0xFFFF:          # pci-vendor@ (pci-helper.fs:53)
+            if await fn.read(0x00, 4) & 0xFFFF == 0xFFFF:          # pci-probe-device (:266-274)
                 continue
-            await fn.read(0x0E, 1)                                    # pci-htype@: multifunction? (:249)
-            found.append(slot << 3)                                   # function 0 only (no multifunction here)
+            functions = 8 if await fn.read(0x0E, 1) & 0x80 else 1  # pci-setup-device (:247-262)
+            for f in range(functions):
+                func = PciFunction(self.hv, self.phb, (slot << 3) | f)
+                if await func.read(0x00, 4) & 0xFFFF == 0xFFFF:
+                    continue
+                if await func.read(0x0E, 1) & 0x7F == 0:             # pci-add-device (:231-243): a device
+                    found.append((slot << 3) | f)
         return found
 
     async def setup_queue_at_probe(self, transport) -> None:
