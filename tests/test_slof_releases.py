@@ -246,3 +246,42 @@ def test_2015_every_read_hanging_equals_real_slof(scenario_file, monkeypatch):
     console = r.console.text()
     with open(os.path.join(REAL_2015, "console-h2015b-all-noio-tail.txt"), encoding="latin-1") as f:
         assert console[console.index("Trying to load"):] == f.read()
+
+
+# --- the rows between (from their tags' source) ---------------------------------------
+
+# tag, accesses at probe / at open / per request, reset at open, requests on a
+# blank disk (the CHRP open's GPT FAT try from 0097e61), boot line, logo, copyright
+P = "/pci@800000020000000/scsi@0"
+ROWS = [
+    ("20150429", 3, 10, 18, False, 4, "disk", True, "2011"),
+    ("20150813", 3, 10, 18, False, 5, P, True, "2011"),      # 0097e61, 3a00f80
+    ("20160223", 0, 25, 18, True, 5, P, True, "2011"),       # bcdf942, b5a692d
+    ("20170724", 0, 25, 18, True, 5, P, False, "2017"),      # 2f1e6a7
+    ("20191206", 0, 11, 4, True, 5, P, False, "2017"),       # 300384f
+]
+
+
+@pytest.mark.parametrize("tag,probe,init,per,reset,n,shown,logo,year", ROWS)
+def test_each_row_changes_what_its_commit_changed(scenario_file, tmp_path, tag, probe, init, per, reset, n,
+                                                  shown, logo, year):
+    """A blank disk, then the failure screen: where the queue is set up, the
+    init and per-request accesses (virtio_get_vring_* re-read the queue
+    registers until 300384f), the boot line, the logo."""
+    path = tmp_path / "blank.img"
+    path.write_bytes(bytes(1 << 20))
+    r = _boot(scenario_file, slof=tag, image=str(path))
+    acc = report.register_accesses(r)
+    assert len(report.block_requests(r.trace)) == n
+    assert len(acc) == probe + init + n * per
+    assert (acc[probe]["offset"], acc[probe]["value"] == 0) == (18, reset)     # STATUS <- 0 first?
+    text = r.console.text()
+    assert f"Trying to load:  from: {shown} ... " in text
+    assert ("..`. .." in text) == logo and f"Copyright (c) 2004, {year} IBM" in text
+
+
+def test_the_failed_read_line_follows_2645539(scenario_file, monkeypatch):
+    monkeypatch.setattr(VirtIOBlock, "_range_ok", lambda self, sector, size: False)
+    assert "virtioblk_read failed! status = 1\n" in _boot(scenario_file, slof="20161019").console.text()
+    assert "virtioblk_transfer failed! type=0, status = 1\n" in _boot(scenario_file,
+                                                                        slof="20170303").console.text()
