@@ -54,6 +54,8 @@ class SlofRelease:
     # Until 300384f (20191206) virtio_get_vring_desc/avail/used re-read the
     # queue registers on every call: 14 extra accesses per request.
     vring_from_registers: bool
+    # 7477a17 "virtio: Enable IOMMU" (20191206): accept VIRTIO_F_IOMMU_PLATFORM when offered.
+    iommu_platform: bool
     # 2645539 (20170303): virtioblk_read became virtioblk_transfer.
     transfer_fn: str          # "virtioblk_read" | "virtioblk_transfer"
     # 3a00f80 (20150813) de-aliases each boot-device entry before do-load.
@@ -90,7 +92,7 @@ S20150313 = _row(
     build_date="Mar 13 2015 22:37:28", fw_version="git-c89b0df661c0a6bf",   # real-slof-2015 README
     copyright_years="2004, 2011", help_lines=HELP_2011, logo=True,
     reads_qemu_pci_nodes=False, modern_virtio=False, queue_setup_at_open=False, reset_at_init=False,
-    vring_from_registers=True, transfer_fn="virtioblk_read", boot_line_full_path=False,
+    vring_from_registers=True, iommu_platform=False, transfer_fn="virtioblk_read", boot_line_full_path=False,
     no_dos_label_message=True, gpt_checks_mbr_magic=False, gpt_header_checked=False,
     gpt_seek_per_entry_bug=True, chrp_tries_gpt_fat=False)
 # QEMU 2.4.0's SLOF; measured (real-slof-2015).
@@ -117,7 +119,8 @@ S20170724 = _row(
     title="logo: Update the logo", copyright_years="2004, 2017", help_lines=HELP_2017, logo=False)
 S20191206 = _row(
     S20170724, tag="20191206", commit="300384f3dc68588a051f5737aee3b5eab4dd19e4",
-    title="virtio: Store queue descriptors in virtio_device", vring_from_registers=False)
+    title="virtio: Store queue descriptors in virtio_device (+ 7477a17 virtio: Enable IOMMU)",
+    vring_from_registers=False, iommu_platform=True)
 # QEMU 7.1+'s SLOF; measured (real-slof). No modelled behaviour changed
 # after 20191206; the row names the measured release.
 S20220719 = _row(

@@ -180,14 +180,15 @@ class ModernTransport:
         await self._w(4, "driver_feature_select", 0)
         await self._w(4, "driver_feature", features & 0xFFFFFFFF)
 
-    async def negotiate(self, features: int, print_) -> bool:
+    async def negotiate(self, features: int, print_, iommu_platform: bool = True) -> bool:
         """virtio_negotiate_guest_features: offer, check the echo, then
-        FEATURES_OK with a read-back."""
+        FEATURES_OK with a read-back. IOMMU_PLATFORM is accepted from
+        7477a17 (SLOF 20191206) on."""
         host = await self.get_host_features()
         if not host >> VIRTIO_F_VERSION_1 & 1:
             await print_(f"Device does not support virtio 1.0 {host:x}\r\n")
             return False
-        if host >> VIRTIO_F_IOMMU_PLATFORM & 1:
+        if iommu_platform and host >> VIRTIO_F_IOMMU_PLATFORM & 1:
             features |= 1 << VIRTIO_F_IOMMU_PLATFORM
         await self.set_guest_features(features)
         host = await self.get_host_features()

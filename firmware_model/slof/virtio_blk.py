@@ -53,7 +53,7 @@ class VirtioBlk:
         await t.set_status(VIRTIO_CONFIG_S_ACKNOWLEDGE)
         await t.set_status(status)
         if t.modern:
-            if not await t.negotiate(DRIVER_FEATURE_SUPPORT, self.hv.put_term_char):
+            if not await t.negotiate(DRIVER_FEATURE_SUPPORT, self.hv.put_term_char, rel.iommu_platform):
                 return await self._dev_error(status)
             status = await t.get_status()
         else:
