@@ -57,7 +57,8 @@ def diagnose(result) -> list[dict]:
     sub = ev[start]
     want = sub.fields["avail_idx"]
     addrs = notify_addrs(result)
-    steps = [_step(sub, "SLOF", "virtioblk_transfer",
+    fn = sub.fields.get("fn", "virtioblk_transfer")   # SLOF before 2645539: virtioblk_read
+    steps = [_step(sub, "SLOF", fn,
                    f"request #{want - 1}: read sector {sub.fields['sector']} x{sub.fields['count']}, "
                    f"avail->idx := {want}")]
     i = start + 1
@@ -214,7 +215,9 @@ def _unserved(result, ev, j, addr, notify_t, want) -> list[dict]:
     else:
         steps.append(_step(at, "KVM", "kvm_io_bus", f"no ioeventfd registered at 0x{addr:x}"))
     if timeout is not None:
-        steps.append(_step(timeout, "SLOF", "virtioblk_transfer",
+        fn = next((e.fields.get("fn", "virtioblk_transfer") for e in ev if e.name == "virtio_blk_submit"),
+                  "virtioblk_transfer")
+        steps.append(_step(timeout, "SLOF", fn,
                            f"used->idx still {want - 1} after {timeout.fields['timeout_ms']} ms: timeout, status 255"))
     text = result.console.text()
     for code in ("E3404", "E3407"):

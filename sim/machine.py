@@ -12,6 +12,7 @@ import trio.testing
 from devices.block import BlockBackend, BlockError
 from firmware_model.linux.virtio_blk import LinuxVirtioBlk
 from firmware_model.slof.boot import Slof
+from firmware_model.slof.releases import release as slof_release
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
 from sim.board.spapr import Console, SpaprMachine
@@ -65,12 +66,11 @@ async def _boot(scn: Scenario, backend, trace, echo):
     cpu = PowerCPU(ram)
     vcpu = vm.create_vcpu(cpu)
     # What QEMU hands SLOF in its device tree.
-    device_tree = {"memory": ram.size, "phb": m.phb_node,
-                   "boot_list": ["/pci@800000020000000/scsi@0", "cdrom", "net"]}
+    device_tree = {"memory": ram.size, "phb": m.phb_node}
     if m.boot_kernel is not None:
         device_tree["chosen"] = {"qemu,boot-kernel": m.boot_kernel}
     slof = Slof(cpu, device_tree, trace, scn.costs, timeout_ms=scn.virtio_timeout_ms,
-                max_prep_blocks=scn.max_prep_blocks)
+                max_prep_blocks=scn.max_prep_blocks, release=slof_release(scn.slof))
     vcpu.load_guest(_guest(cpu, slof, device_tree, trace, scn.costs))
     try:
         result, hung = await m.run(vcpu, WATCHDOG_S)

@@ -4,7 +4,9 @@ Every expected request list below is derived from SLOF's Forth, not from
 the model: `no-mbr?` / `no-gpt?` read sector 0 each time they run,
 `find-dos-partition` runs `no-mbr?` again for every partition tried, the
 CHRP try opens partition 1 and probes it, every GPT entry is its own read,
-and the deblocker moves at most 64 sectors per request.
+and the deblocker moves at most 64 sectors per request. The lists are
+SLOF 20220719's unless a test says otherwise (the 2015 disk-label:
+tests/test_slof_releases.py).
 """
 
 import json
@@ -48,6 +50,7 @@ image = "{image}"
 {disk}
 [firmware]
 max_prep_partition_blocks = {cap}
+slof = "20220719"
 """
 
 
@@ -165,8 +168,8 @@ def test_active_prep_of_zero_sectors_falls_through_to_chrp_and_gpt(scenario_file
 
 # --- GPT ------------------------------------------------------------------------
 
-def test_gpt_boot_scans_for_the_prep_guid():
-    r = machine.run(load(os.path.join(SCENARIOS, "gpt-boot.toml")))
+def test_gpt_boot_scans_for_the_prep_guid(scenario_file):
+    r = _boot(scenario_file, "gpt = true")
     assert _requests(r) == ISO + [
         (0, 1),                                   # DOS: no-mbr? sees the protective 0xEE entry
         (0, 1), (0, 1), (1, 1),                   # CHRP open: try-dos-partition, no-gpt?, header

@@ -30,7 +30,7 @@ def stall(scenario_file):
 
 def test_the_stall_chain_names_every_layer(stall):
     funcs = [f for _, f, _ in stall]
-    assert funcs[:2] == ["virtioblk_transfer", "virtio_queue_notify"]
+    assert funcs[:2] == ["virtioblk_read", "virtio_queue_notify"]     # QEMU 2.3's SLOF 20150313
     assert "kvmppc_pseries_do_hcall" in funcs and "h_logical_store" in funcs
     assert any("kick dropped" in t for *_, t in stall)
     assert any("never signalled" in t for *_, t in stall)

@@ -35,7 +35,9 @@ def test_stall_serves_only_the_request_in_the_ring_at_dataplane_start():
              if e.fields["dataplane"] == "already started: kick dropped"]
     assert len(drops) == len(reqs) - 1
     console = r.console.text()
-    assert "virtioblk_transfer failed! type=0, status = 255" in console
+    # QEMU 2.3's SLOF 20150313: the 2015 message, and the CHRP open's try-dos-partition
+    # says so after its five failed reads of sector 0
+    assert "virtioblk_read failed! status = 255" in console and "\nNo DOS disk-label found.\n" in console
     assert "E3404: Not a bootable device!" in console and "E3407: Load failed" in console
     assert "Successfully loaded" not in console
 
@@ -53,16 +55,21 @@ def test_fix_boots_with_every_notify_in_the_kernel():
     r = run("dataplane-fixed")
     s = report.summary(r)
     assert s["outcome"] == "booted"
-    assert s["exits_by_hcall"].get("H_LOGICAL_CI_STORE", 0) == 8   # init writes only
+    # No store to the notify register exits. QEMU 2.4's SLOF 20150429 still makes 260 that do:
+    # QUEUE_SEL + QUEUE_PFN at probe, 6 at open, and 7 QUEUE_SELs per request (36) re-reading
+    # the ring addresses; QEMU registers no ioeventfd there.
+    assert s["exits_by_hcall"].get("H_LOGICAL_CI_STORE", 0) == 2 + 6 + 36 * 7
     console = r.console.text()
-    assert "Trying to load:  from: /pci@800000020000000/scsi@0 ...   Successfully loaded" in console
+    assert "Trying to load:  from: disk ...   Successfully loaded" in console    # 2015: the alias
     assert "KERNEL-ENTRY-OK" in console    # printed by the image's own code via H_PUT_TERM_CHAR
     assert r.guest_result["stop"] == "idle: branch to self"
 
 
 def test_no_iothread_is_slower_than_the_fix():
     slow, fast = report.summary(run("no-iothread-old-kernel")), report.summary(run("dataplane-fixed"))
-    assert slow["hcall_exits"] - fast["hcall_exits"] == 36
+    # the 36 notifies (the two QEMUs' SLOFs differ elsewhere: 20150313 scans PCI itself)
+    stores = [s["exits_by_hcall"]["H_LOGICAL_CI_STORE"] for s in (slow, fast)]
+    assert stores[0] - stores[1] == 36
     assert slow["sim_time_us"] > fast["sim_time_us"]
 
 

@@ -7,36 +7,59 @@ close-dev, and a jump to the image's entry. Console text is real SLOF's,
 minus the checkpoint codes and ANSI escapes.
 """
 
-from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK, PCI_VENDOR_ID_REDHAT_QUMRANET
+from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK, PCI_VENDOR_ID_REDHAT_QUMRANET, vring_size
 from sim.cpu import execute
 from firmware_model.slof.deblocker import Deblocker
 from firmware_model.slof.disk_label import DiskLabel
 from firmware_model.slof.elf import ElfError, entry_point, load as elf_load
 from firmware_model.hvcall import HvCalls
 from firmware_model.rtas_pci import Phb, PciFunction
+from firmware_model.slof.releases import LOGO
 from firmware_model.slof.virtio import setup_vd
 from firmware_model.slof.virtio_blk import VirtioBlk
 
 LOAD_BASE = 0x4000                # default-load-base (board-qemu/slof/OF.fs)
 RING_BELOW_TOP = 0x1C8C000        # the ring landed at 0x3e374000 with 1 GiB (real-slof)
+# 2015: `1000 CLAIM VALUE queue-addr` at probe (pci-device_1af4_1001.fs:26-27)
+# gave 0x3fe04000 with 1 GiB (real-slof-2015, QUEUE_PFN 0x3fe04); other RAM
+# sizes: the same distance from the top (ASSUMPTION, as RING_BELOW_TOP).
+RING_BELOW_TOP_PROBE = 0x1FC000
+# No qemu,boot-device and no boot-device in NVRAM: the default list
+# (board-qemu/slof/qemu-bootlist.fs:37-44).
+BOOT_DEVICE = ("disk", "cdrom", "net")
 
-BANNER = ("\r\n\r\nSLOF " + "*" * 70 + "\r\nQEMU Starting\r\n"
-          " Build Date = slofsim\r\n FW Version = slofsim model of SLOF\r\n"
-          ' Press "s" to enter Open Firmware.\r\n\r\n'
-          "Populating /vdevice methods\r\nPopulating /vdevice/vty@71000000\r\n"
-          "Populating /vdevice/nvram@71000001\r\n")
-WELCOME = ("No NVRAM common partition, re-initializing...\r\nScanning USB \r\n"
-           "Using default console: /vdevice/vty@71000000\r\n     \r\n"
-           "  Welcome to Open Firmware\r\n\r\n"
-           "  Copyright (c) 2004, 2017 IBM Corporation All rights reserved.\r\n\r\n")
-PROMPT = ("\r\n\r\nE3407: Load failed\r\n\r\n"
-          "  Type 'boot' and press return to continue booting the system.\r\n"
-          "  Type 'reset-all' and press return to reboot the system.\r\n\r\n\r\nReady! \r\n0 > ")
+
+def banner(rel) -> str:
+    """The start-up banner (board-qemu/slof/OF.fs) of release row `rel`."""
+    return ("\r\n\r\nSLOF " + "*" * 70 + "\r\nQEMU Starting\r\n"
+            f" Build Date = {rel.build_date or 'slofsim'}\r\n"
+            f" FW Version = {rel.fw_version or 'slofsim model of SLOF ' + rel.tag}\r\n"
+            ' Press "s" to enter Open Firmware.\r\n\r\n'
+            "Populating /vdevice methods\r\nPopulating /vdevice/vty@71000000\r\n"
+            "Populating /vdevice/nvram@71000001\r\n")
+
+
+def welcome(rel) -> str:
+    """Console set-up and the copyright text (board-qemu/slof/copyright-oss.fs)."""
+    return ("No NVRAM common partition, re-initializing...\r\nScanning USB \r\n"
+            "Using default console: /vdevice/vty@71000000\r\n     \r\n"
+            "  Welcome to Open Firmware\r\n\r\n"
+            f"  Copyright (c) {rel.copyright_years} IBM Corporation All rights reserved.\r\n"
+            "  This program and the accompanying materials are made available\r\n"
+            "  under the terms of the BSD License available at\r\n"
+            "  http://www.opensource.org/licenses/bsd-license.php\r\n\r\n")
+
+
+def prompt(rel) -> str:
+    """E3407, then (until 2f1e6a7) the logo, the help lines, the prompt."""
+    return ("\r\n\r\nE3407: Load failed\r\n\r\n" + (LOGO if rel.logo else "") + rel.help_lines
+            + "\r\n\r\nReady! \r\n0 > ")
 
 
 class Slof:
-    def __init__(self, cpu, device_tree: dict, trace, costs, *, timeout_ms: int, max_prep_blocks: int):
+    def __init__(self, cpu, device_tree: dict, trace, costs, *, timeout_ms: int, max_prep_blocks: int, release):
         self.cpu = cpu
+        self.rel = release          # the SLOF release row (firmware_model/slof/releases.py)
         self.dt = device_tree
         self.trace = trace
         self.costs = costs
@@ -52,6 +75,7 @@ class Slof:
         self.phb = Phb(device_tree["phb"])
         self.disks: dict[str, tuple] = {}
         self.transports: dict[str, object] = {}
+        self.aliases: dict[str, str] = {}
 
     def phase(self, name: str, **fields) -> None:
         self.trace.emit("guest", "phase", name=name, **fields)
@@ -62,15 +86,19 @@ class Slof:
     async def main(self) -> dict:
         self.phase("slof start-up")
         await self.cpu.compute(self.costs.slof_startup)
-        await self.print(BANNER)
+        await self.print(banner(self.rel))
         await self.probe_pci()
-        await self.print(WELCOME)
+        await self.print(welcome(self.rel))
         return await self.boot()
 
     async def probe_pci(self) -> None:
         self.phase("pci probe")
         await self.print(f"Populating {self.phb.path}\r\n")
-        for devfn in self.dt["phb"]["children"]:
+        if self.rel.reads_qemu_pci_nodes:
+            devfns = self.dt["phb"]["children"]      # phb-pci-walk-bridge over QEMU's nodes (be9b2fa)
+        else:
+            devfns = await self.scan_bus()
+        for devfn in devfns:
             fn = PciFunction(self.hv, self.phb, devfn)
             await fn.disable()
             ids = await fn.read(0x00, 4)
@@ -82,29 +110,65 @@ class Slof:
             await self.print("virtio [ block ]\r\n")
             await fn.assign_bars()
             await fn.enable()
-            # virtio-setup-vd: capability walk; the four virtio 1.0
-            # structures -> modern, otherwise legacy BAR 0
-            transport = await setup_vd(fn)
+            # virtio-setup-vd: from e3a2816 a capability walk (the four virtio
+            # 1.0 structures -> modern); before it, and otherwise, legacy BAR 0
+            transport = await setup_vd(fn, self.rel.modern_virtio)
             self.trace.emit("guest", "virtio_transport", devfn=devfn,
                             kind="modern" if transport.modern else "legacy")
+            if not self.rel.queue_setup_at_open:
+                await self.setup_queue_at_probe(transport)
             await fn.disable()
-            self.disks[f"{self.phb.path}/scsi@{devfn >> 3:x}"] = (fn, None)
-            self.transports[f"{self.phb.path}/scsi@{devfn >> 3:x}"] = transport
+            path = f"{self.phb.path}/scsi@{devfn >> 3:x}"
+            self.disks[path] = (fn, None)
+            self.transports[path] = transport
+            # (set-alias): `s" disk" get-next-alias` (virtio-block.fs): disk, disk1, ...
+            self.aliases[f"disk{len(self.aliases) or ''}"] = path
+
+    async def scan_bus(self) -> list[int]:
+        """Before be9b2fa SLOF enumerates bus 0 itself (20150313
+        slof/fs/pci-scan.fs): pci-probe-bus reads each slot's vendor ID
+        (pci-vendor@, config-l@ 0); for a present one pci-setup-device reads
+        the header type (multifunction?), the function's vendor ID again,
+        and pci-add-device the header type again (0: pci-device-setup)."""
+        await self.print(f"\r Adapters on {self.phb.buid:016x}\r\n")
+        found = []
+        for slot in range(32):
+            fn = PciFunction(self.hv, self.phb, slot << 3)
+            if await fn.read(0x00, 4) & 0xFFFF == 0xFFFF:          # pci-probe-device (:266-274)
+                continue
+            functions = 8 if await fn.read(0x0E, 1) & 0x80 else 1  # pci-setup-device (:247-262)
+            for f in range(functions):
+                func = PciFunction(self.hv, self.phb, (slot << 3) | f)
+                if await func.read(0x00, 4) & 0xFFFF == 0xFFFF:
+                    continue
+                if await func.read(0x0E, 1) & 0x7F == 0:             # pci-add-device (:231-243): a device
+                    found.append((slot << 3) | f)
+        return found
+
+    async def setup_queue_at_probe(self, transport) -> None:
+        """pci-device_1af4_1001.fs:25-32 (until bcdf942): the queue size,
+        a claimed ring, its page number stored straight to QUEUE_PFN."""
+        qsize = await transport.get_qsize(0)
+        ring = self.dt["memory"] - RING_BELOW_TOP_PROBE   # CLAIM does not erase it
+        self.trace.emit("guest", "vring_claimed", addr=ring, size=vring_size(qsize))
+        await transport.store_pfn(ring >> 12)
 
     async def boot(self) -> dict:
         self.phase("boot")
         kernel = self.dt.get("chosen", {}).get("qemu,boot-kernel")
         if kernel is not None:
             return await self.boot_from_memory(*kernel)
-        for dev in self.dt["boot_list"]:
-            await self.print(f"\r\nTrying to load:  from: {dev} ... ")
+        for entry in BOOT_DEVICE:
+            dev = self.aliases.get(entry, entry)      # de-alias
+            shown = dev if self.rel.boot_line_full_path else entry     # 3a00f80
+            await self.print(f"\r\nTrying to load:  from: {shown} ... ")
             if dev not in self.disks:
                 await self.print("\r\nE3405: No such device")
                 continue
             result = await self.load_from_disk(dev)
             if result is not None:
                 return result
-        await self.print(PROMPT)
+        await self.print(prompt(self.rel))
         self.phase("forth prompt")
         return {"stage": "prompt"}
 
@@ -114,7 +178,7 @@ class Slof:
         if blk is None:                   # virtio-block init runs on first open only
             self.phase("virtio init")
             blk = VirtioBlk(self.hv, self.trace, self.transports[dev], self.ring, self.hdr, self.status,
-                            self.costs, self.timeout_ms)
+                            self.costs, self.timeout_ms, release=self.rel)
             if not await blk.init():
                 await self.print("virtioblk_init: failed\r\n")
             self.disks[dev] = (fn, blk)
@@ -122,7 +186,7 @@ class Slof:
 
     def _label(self, blk, block: int, scratch: int, open_chrp=None) -> DiskLabel:
         return DiskLabel(Deblocker(blk, scratch), block, self.trace, self.max_prep_blocks,
-                         open_chrp=open_chrp, print=self.print, load_limit=self.data)
+                         open_chrp=open_chrp, print=self.print, load_limit=self.data, release=self.rel)
 
     async def load_from_disk(self, dev: str):
         fn, blk = await self.open_disk(dev)

@@ -22,6 +22,13 @@ The reads are SLOF's, one for one: every `no-mbr?` / `no-gpt?` re-reads
 sector 0, every MBR partition tried re-reads it again, and every GPT entry
 is its own read.
 
+The release row (firmware_model/slof/releases.py) carries what 0097e61
+(SLOF 20150813) changed: before it try-dos-partition prints "No DOS
+disk-label found.", no-gpt? ignores the aa55 magic, the GPT header is
+taken unchecked (32-bit entry LBA, no size cap, no "EFI PART"), seek-pos
+advances by gpt-part-size * i after entry i, and the CHRP open tries no
+GPT FAT partition.
+
 Model limits (real SLOF has none, and would spin): an EBR chain is followed
 for at most MAX_EBR_WALK sectors and a GPT array for at most
 MAX_GPT_ENTRIES entries; a filesystem found by the CHRP probe (FAT, ext2,
@@ -43,8 +50,9 @@ MAX_GPT_ENTRIES = 1 << 16
 
 class DiskLabel:
     def __init__(self, deblocker, block_buf: int, trace, max_prep_blocks=MAX_PREP_PARTITION_BLOCKS, *,
-                 open_chrp=None, print=None, load_limit: int | None = None):
+                 open_chrp=None, print=None, load_limit: int | None = None, release):
         self.d = deblocker
+        self.rel = release
         self.ram = deblocker.ram
         self.block = block_buf     # disk-label's `block` buffer (init-block: alloc-mem, erase)
         self.trace = trace
@@ -99,10 +107,11 @@ class DiskLabel:
         return m.partitions[0].type == PART_TYPE_GPT_PROTECTIVE or m.signature != MBR_SIGNATURE
 
     async def no_gpt(self) -> bool:
-        """no-gpt? (:185-189): entry 1 id not ee, or no aa55."""
+        """no-gpt? (:185-189): entry 1 id not ee, or (from 0097e61) no aa55."""
         await self.read_sector(0)
         m = self._mbr()
-        return m.partitions[0].type != PART_TYPE_GPT_PROTECTIVE or m.signature != MBR_SIGNATURE
+        return m.partitions[0].type != PART_TYPE_GPT_PROTECTIVE or (
+            self.rel.gpt_checks_mbr_magic and m.signature != MBR_SIGNATURE)
 
     def _fat_bootblock(self) -> bool:
         """fat-bootblock? (:333-339): e9, or eb ?? 90."""
@@ -189,11 +198,23 @@ class DiskLabel:
     # --- GPT --------------------------------------------------------------------
 
     async def get_gpt_partition(self) -> bool:
-        """get-gpt-partition (:420-432): protective MBR, header at LBA 1."""
+        """get-gpt-partition (:420-432): protective MBR, header at LBA 1.
+        Before 0097e61 (load-from-gpt-prep-partition, 20150429
+        disk-label.fs:383-390): the entry LBA's low 32 bits (l@-le), no
+        size check, no signature check."""
         if await self.no_gpt():
             return False
         await self.read_sector(1)
         h = G.gpt_header.parse(self.ram.read(self.block, G.HEADER_SIZE))
+        if not self.rel.gpt_header_checked:
+            self.seek_pos = (h.part_entry_lba & 0xFFFFFFFF) * self.bs
+            self.gpt_part_size = h.part_entry_size
+            if self.gpt_part_size > BLOCK_ARRAY_SIZE:
+                # real SLOF reads past its 4096-byte block buffer; the model stops at it
+                self.trace.emit("guest", "model_limit", what="GPT entry size beyond the block buffer",
+                                size=self.gpt_part_size)
+                self.gpt_part_size = BLOCK_ARRAY_SIZE
+            return True
         self.seek_pos = h.part_entry_lba * self.bs
         self.gpt_part_size = h.part_entry_size
         if self.gpt_part_size > BLOCK_ARRAY_SIZE:
@@ -208,12 +229,13 @@ class DiskLabel:
         if n > MAX_GPT_ENTRIES:
             self.trace.emit("guest", "model_limit", what="GPT entries", entries=n, scanned=MAX_GPT_ENTRIES)
             n = MAX_GPT_ENTRIES
-        for _ in range(n):
+        for i in range(1, n + 1):
             await self.read_at(self.block, self.seek_pos, self.gpt_part_size)
             e = G.gpt_entry.parse(self.ram.read(self.block, G.ENTRY_SIZE))
             if e.type_guid in types:
                 return e
-            self.seek_pos += self.gpt_part_size
+            # `seek-pos gpt-part-size i * + to seek-pos` (20150429 :406), fixed by 0097e61
+            self.seek_pos += self.gpt_part_size * (i if self.rel.gpt_seek_per_entry_bug else 1)
         return None
 
     async def load_gpt_prep(self, load_base: int) -> int:
@@ -244,6 +266,8 @@ class DiskLabel:
     async def try_dos_partition(self, partition: int) -> bool:
         """try-dos-partition (:274-306): sets part-offset to the partition."""
         if await self.no_mbr():
+            if self.rel.no_dos_label_message:     # printed until 0097e61 (20150429 :269)
+                await self.print("\r\nNo DOS disk-label found.\r\n")
             return False
         logical = await self.count_dos_logical()
         if not 1 <= partition < 5 + logical:
@@ -281,7 +305,8 @@ class DiskLabel:
     async def open_partition(self, partition: int) -> bool:
         """open (:717-731) with "<partition>,<path>": try-partitions (:700).
         Always False in the model: a filesystem found is not searched."""
-        if await self.try_dos_partition(partition) or await self.try_gpt_dos_partition():
+        if await self.try_dos_partition(partition) or (
+                self.rel.chrp_tries_gpt_fat and await self.try_gpt_dos_partition()):   # 0097e61
             fs = await self.try_files()
             if fs is not None:
                 self.trace.emit("guest", "model_limit", what=f"{fs} filesystem in partition {partition}: "

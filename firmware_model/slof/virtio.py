@@ -7,6 +7,11 @@ through legacy BAR 0. Every register access is an H_LOGICAL_CI_LOAD/STORE;
 16/32-bit values pass through cpu_to_le/le_to_cpu, except legacy device
 config, which is guest-endian. The two classes offer the same operations,
 so the virtio-blk driver (virtio_blk.py beside it) is written once.
+
+Before e3a2816 (SLOF 20160223) there is no capability walk: virtio-setup-vd
+(board-qemu/slof/virtio.fs) takes BAR 0 and the device is always legacy.
+Until 300384f (20191206) the vring addresses are not kept but re-read from
+the queue registers on each use (virtio_get_vring_desc/avail/used).
 """
 
 from sim.abi.virtio import (
@@ -22,13 +27,16 @@ MODERN_CAPS = (VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_
                VIRTIO_PCI_CAP_DEVICE_CFG)
 
 
-async def setup_vd(fn):
+async def setup_vd(fn, modern_virtio: bool = True):
     """virtio_setup_vd: the transport of the function, from its config space.
 
-    Per vendor capability: cfg_type (+3), bar (+4), offset (+8), for the
+    Without modern_virtio (SLOF before e3a2816): `10 config-l@
+    translate-my-address 3 not AND` (virtio.fs), BAR 0 only. Per vendor capability: cfg_type (+3), bar (+4), offset (+8), for the
     notify capability notify_off_multiplier (+16), then for the four known
     types the BAR itself (both dwords of a 64-bit memory BAR). With no
     modern set, legacy BAR 0 is read instead."""
+    if not modern_virtio:
+        return LegacyTransport(fn.hv, await _bar_base(fn, 0))
     found = {}
     ptr = await fn.read(0x34, 1)
     seen = 0
@@ -63,12 +71,33 @@ async def _bar_base(fn, bar: int) -> int:
     return fn.phb.translate(addr, False)
 
 
+VQ_ALIGN = 4096
+SIZEOF_VRING_DESC = 16
+SIZEOF_VRING_AVAIL = 4     # flags, idx; ring[] is a flexible array (virtio.h)
+
+
+def _align(addr: int) -> int:
+    return (addr + VQ_ALIGN - 1) & ~(VQ_ALIGN - 1)
+
+
+class _VringFromRegisters:
+    """virtio_get_vring_avail/used (virtio.c, 20150429:58-70): derived from
+    the descriptor table and the queue size, both read again each time;
+    used = VQ_ALIGN(avail + qsize * sizeof(struct vring_avail))."""
+
+    async def vring_avail(self, queue: int) -> int:
+        return await self.vring_desc(queue) + await self.get_qsize(queue) * SIZEOF_VRING_DESC
+
+    async def vring_used(self, queue: int) -> int:
+        return _align(await self.vring_avail(queue) + await self.get_qsize(queue) * SIZEOF_VRING_AVAIL)
+
+
 def _le(value: int, size: int) -> int:
     """cpu_to_le16/32 and le*_to_cpu on a big-endian CPU."""
     return int.from_bytes(value.to_bytes(size, "little"), "big") if size > 1 else value
 
 
-class LegacyTransport:
+class LegacyTransport(_VringFromRegisters):
     """Virtio 0.9.5 on BAR 0; rings and device config big-endian."""
     modern = False
     big_endian = True
@@ -96,6 +125,17 @@ class LegacyTransport:
     async def set_qaddr(self, queue: int, desc: int, avail: int, used: int) -> None:
         await self.hv.ci_write_le(2, self.base + VIRTIO_PCI_QUEUE_SEL, queue)
         await self.hv.ci_write_le(4, self.base + VIRTIO_PCI_QUEUE_PFN, desc >> 12)
+
+    async def store_pfn(self, pfn: int) -> None:
+        """`queue-addr c rshift virtiodev vd>base @ 8 + rl!-le`
+        (pci-device_1af4_1001.fs:29-32): no QUEUE_SEL of its own."""
+        await self.hv.ci_write_le(4, self.base + VIRTIO_PCI_QUEUE_PFN, pfn)
+
+    async def vring_desc(self, queue: int) -> int:
+        """virtio_get_vring_desc (virtio.c, 20150429:42-55): QUEUE_SEL, then
+        4096 * QUEUE_PFN."""
+        await self.hv.ci_write_le(2, self.base + VIRTIO_PCI_QUEUE_SEL, queue)
+        return 4096 * await self.hv.ci_read_le(4, self.base + VIRTIO_PCI_QUEUE_PFN)
 
     async def get_config32(self, offset: int) -> int:
         """Legacy config is guest-endian: no swap."""
@@ -140,14 +180,15 @@ class ModernTransport:
         await self._w(4, "driver_feature_select", 0)
         await self._w(4, "driver_feature", features & 0xFFFFFFFF)
 
-    async def negotiate(self, features: int, print_) -> bool:
+    async def negotiate(self, features: int, print_, iommu_platform: bool = True) -> bool:
         """virtio_negotiate_guest_features: offer, check the echo, then
-        FEATURES_OK with a read-back."""
+        FEATURES_OK with a read-back. IOMMU_PLATFORM is accepted from
+        7477a17 (SLOF 20191206) on."""
         host = await self.get_host_features()
         if not host >> VIRTIO_F_VERSION_1 & 1:
             await print_(f"Device does not support virtio 1.0 {host:x}\r\n")
             return False
-        if host >> VIRTIO_F_IOMMU_PLATFORM & 1:
+        if iommu_platform and host >> VIRTIO_F_IOMMU_PLATFORM & 1:
             features |= 1 << VIRTIO_F_IOMMU_PLATFORM
         await self.set_guest_features(features)
         host = await self.get_host_features()
@@ -173,6 +214,24 @@ class ModernTransport:
 
     async def get_config32(self, offset: int) -> int:
         return _le(await self.hv.ci_read(4, self.device + offset), 4)
+
+    async def _read64(self, field: str) -> int:
+        """virtio_pci_read64 (virtio.c, 20160223:101-108): lo, then hi."""
+        lo = await self._r(4, f"{field}_lo")
+        return (await self._r(4, f"{field}_hi") << 32) | lo
+
+    async def vring_desc(self, queue: int) -> int:
+        """virtio_get_vring_desc, modern (20160223..300384f)."""
+        await self._w(2, "queue_select", queue)
+        return await self._read64("queue_desc")
+
+    async def vring_avail(self, queue: int) -> int:
+        await self._w(2, "queue_select", queue)
+        return await self._read64("queue_avail")
+
+    async def vring_used(self, queue: int) -> int:
+        await self._w(2, "queue_select", queue)
+        return await self._read64("queue_used")
 
     async def queue_notify(self, queue: int) -> None:
         """queue_select, read queue_notify_off, write the queue's notify

@@ -27,7 +27,7 @@ class VirtioBlk:
     """struct virtio_device + the virtio-blk request path."""
 
     def __init__(self, hv, trace, transport, ring: int, hdr: int, status: int, costs,
-                 timeout_ms: int = VIRTIO_TIMEOUT_MS):
+                 timeout_ms: int = VIRTIO_TIMEOUT_MS, *, release):
         self.hv = hv
         self.cpu = hv.cpu
         self.ram = hv.cpu.ram
@@ -42,26 +42,35 @@ class VirtioBlk:
         self.block_size = 512
         self.big = transport.big_endian
         self.L = layouts(self.big)  # legacy rings are big-endian for a big-endian SLOF
+        self.rel = release
 
     async def init(self) -> int:
         """virtioblk_init: returns the block size, or 0 on failure."""
-        t = self.t
+        t, rel = self.t, self.rel
         status = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER
-        await t.set_status(0)                       # virtio_reset_device
+        if rel.reset_at_init:
+            await t.set_status(0)                   # virtio_reset_device (b5a692d)
         await t.set_status(VIRTIO_CONFIG_S_ACKNOWLEDGE)
         await t.set_status(status)
         if t.modern:
-            if not await t.negotiate(DRIVER_FEATURE_SUPPORT, self.hv.put_term_char):
+            if not await t.negotiate(DRIVER_FEATURE_SUPPORT, self.hv.put_term_char, rel.iommu_platform):
                 return await self._dev_error(status)
             status = await t.get_status()
         else:
             await t.set_guest_features(1 << VIRTIO_BLK_F_BLK_SIZE)
-        self.qsize = await t.get_qsize(0)           # virtio_queue_init_vq
-        if not self.qsize:
-            return await self._dev_error(status)
-        self.ram.write(self.ring, bytes(vring_size(self.qsize)))  # memset 0
-        self.desc, self.avail, self.used = vring_addrs(self.ring, self.qsize)
-        await t.set_qaddr(0, self.desc, self.avail, self.used)
+        if rel.queue_setup_at_open:
+            self.qsize = await t.get_qsize(0)       # virtio_queue_init_vq (bcdf942)
+            if not self.qsize:
+                return await self._dev_error(status)
+            self.ram.write(self.ring, bytes(vring_size(self.qsize)))  # memset 0
+            self.desc, self.avail, self.used = vring_addrs(self.ring, self.qsize)
+            await t.set_qaddr(0, self.desc, self.avail, self.used)
+            if rel.vring_from_registers:            # vq->avail, vq->used looked up (bcdf942 virtio.c)
+                await t.vring_avail(0)
+                await t.vring_used(0)
+        if rel.vring_from_registers:
+            # vq_avail = virtio_get_vring_avail(dev, 0) (virtio-blk.c, 20150429)
+            self.avail = await t.vring_avail(0)
         self.ram.write(self.avail, self.L.avail_hdr.build(dict(flags=VRING_AVAIL_F_NO_INTERRUPT, idx=0)))
         await t.set_status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK
                            | (VIRTIO_CONFIG_S_FEATURES_OK if t.modern else 0))
@@ -80,17 +89,28 @@ class VirtioBlk:
         """virtioblk_transfer: blocks moved (cnt) or 0."""
         hv, t, ram, L = self.hv, self.t, self.ram, self.L
         order = "big" if self.big else "little"
+        rel = self.rel
         await self.cpu.compute(self.costs.slof_per_request)
-        lo = await t.get_config32(0)
-        hi = await t.get_config32(4)
-        capacity = (hi << 32) | lo   # legacy: reads cfg+0 as the low word, harmless below 2^32 sectors
+        first = await t.get_config32(0)
+        second = await t.get_config32(4)
+        if rel.modern_virtio:   # e3a2816: lo at +0, hi at +4 (for legacy too; harmless below 2^32 sectors)
+            capacity = (second << 32) | first
+        else:                   # virtio.c 20150429:152-154: +0 is the high word
+            capacity = (first << 32) | second
         if blocknum + cnt - 1 > capacity:
-            await hv.put_term_char("virtioblk_transfer: Access beyond end of device!\r\n")
+            await hv.put_term_char(f"{rel.transfer_fn}: Access beyond end of device!\r\n")
             return 0
         blk_size = await t.get_config32(20)
         if blk_size % 512:
-            await hv.put_term_char(f"virtio-blk: Unaligned sector size {blk_size}\n")
+            what = "read" if rel.transfer_fn == "virtioblk_read" else "size"   # 2645539
+            await hv.put_term_char(f"virtio-blk: Unaligned sector {what} {blk_size}\n")
             return 0
+        if rel.vring_from_registers:
+            # vq_size, vq_desc, vq_avail, vq_used (virtio-blk.c 20150429:126-129)
+            self.qsize = await t.get_qsize(0)
+            self.desc = await t.vring_desc(0)
+            self.avail = await t.vring_avail(0)
+            self.used = await t.vring_used(0)
         avail_idx = int.from_bytes(ram.read(self.avail + 2, 2), order)
         last_used_idx = ram.read(self.used + 2, 2)
         ram.write(self.hdr, L.blk_outhdr_fast.pack(rtype | VIRTIO_BLK_T_BARRIER, 1, blocknum * blk_size // 512))
@@ -106,14 +126,14 @@ class VirtioBlk:
         ram.write(self.avail + 4 + 2 * (avail_idx % q), d.to_bytes(2, order))
         ram.write(self.avail + 2, ((avail_idx + 1) & 0xFFFF).to_bytes(2, order))
         self.trace.emit("guest", "virtio_blk_submit", type=rtype, sector=blocknum * blk_size // 512,
-                        count=cnt, avail_idx=avail_idx + 1)
+                        count=cnt, avail_idx=avail_idx + 1, fn=rel.transfer_fn)
         await t.queue_notify(0)
         if not await self._wait_used(last_used_idx):
             self.trace.emit("guest", "virtio_timeout", sector=blocknum, count=cnt, timeout_ms=self.timeout_ms)
         status = ram.read(self.status_addr, 1)[0]
         if status == 0:
             return cnt
-        await hv.put_term_char(f"virtioblk_transfer failed! type={rtype}, status = {status}\r\n")
+        await hv.put_term_char(rel.failed_line(rtype, status))
         return 0
 
     async def _wait_used(self, last: bytes) -> bool:
