@@ -99,19 +99,21 @@ class VirtIOBlock(VirtIODevice):
             self.dataplane.stop()
         super().reset()
 
-    def handle_output(self, vq, actor: str) -> None:
+    def handle_output(self, vq, actor: str, via: str = "userspace") -> None:
         """virtio_blk_handle_output: runs in QEMU's vcpu thread (userspace
-        notify) or the main loop (ioeventfd handler)."""
+        notify) or the main loop (its host notifier's handler); via is how
+        the call got here."""
         if self.dataplane is not None:
             # "Some guests kick before setting VIRTIO_CONFIG_S_DRIVER_OK so
             # start dataplane here instead of waiting for .set_status()."
-            started = self.dataplane.started
-            self.dataplane.start()
-            self.trace.emit(actor, "virtio_blk_handle_output",
-                            queue=vq.index, dataplane="already started: kick dropped" if started
-                            else "started dataplane", processed=False)
+            dp = self.dataplane
+            was = "already started: kick dropped" if dp.started else \
+                "starting: returns" if dp.starting else "started dataplane"
+            dp.start(actor, via)
+            self.trace.emit(actor, "virtio_blk_handle_output", queue=vq.index, dataplane=was, processed=False,
+                            via=via)
             return
-        self.trace.emit(actor, "virtio_blk_handle_output", queue=vq.index, dataplane=None, processed=True)
+        self.trace.emit(actor, "virtio_blk_handle_output", queue=vq.index, dataplane=None, processed=True, via=via)
         self.process_queue(vq, actor, self.main_ctx)
 
     def process_queue(self, vq, actor: str, ctx) -> int:

@@ -355,7 +355,30 @@ async def test_without_iothread_a_userspace_kick_is_served_in_the_vcpu_thread(au
     assert req.status() == VIRTIO_BLK_S_OK and req.data() == DISK[2 * SECTOR:3 * SECTOR]
 
 
+async def test_main_loop_first_the_start_up_notifier_starts_the_dataplane_and_drops_the_first_kick(autojump_clock):
+    """2.1-2.4: DRIVER_OK creates the host notifier already signalled; when
+    the main loop runs before the guest's first kick, its handler starts the
+    dataplane on an empty ring and that first kick is dropped."""
+    mach = Machine(iothread=True)
+    mach.virtio_init()
+    (init,) = [e for e in mach.trace.named("host_notifier_init") if e.fields["handler"] == "main loop"]
+    assert init.fields["signalled"] == 1
+    async with running(mach):
+        await trio.sleep(0.001)                                  # the main loop wakes, takes the BQL
+        (dp,) = mach.trace.named("dataplane_start")
+        assert dp.actor == "qemu-main" and dp.fields["by"] == "start-up notifier"
+        req = mach.request(1).publish()
+        mach.kick()
+        ho = mach.trace.named("virtio_blk_handle_output")[-1]
+        assert ho.fields["dataplane"] == "already started: kick dropped"
+        assert not await wait_used(mach.ring, 1, timeout=5.0)
+    assert req.status() == 0xEE
+
+
 async def test_first_userspace_kick_only_starts_the_dataplane_whose_self_kick_serves_the_ring(autojump_clock):
+    """The vcpu's kick before the main loop ran: handle_output starts the
+    dataplane; deassigning the main-loop notifier tests and clears its
+    start-up signal and runs handle_output again, which returns (starting)."""
     mach = Machine(iothread=True)
     mach.virtio_init()
     main_fd = mach.blk.vqs[0].host_notifier.fd
@@ -363,8 +386,9 @@ async def test_first_userspace_kick_only_starts_the_dataplane_whose_self_kick_se
         reqs = [mach.request(s, slot=s).publish() for s in (1, 2)]   # both in the ring before the kick
         mach.kick()
         # handle_output did not process the queue in the vcpu thread...
-        (ho,) = mach.trace.named("virtio_blk_handle_output")
+        inner, ho = mach.trace.named("virtio_blk_handle_output")
         assert ho.fields["processed"] is False and ho.fields["dataplane"] == "started dataplane"
+        assert inner.fields["via"] == "start-up notifier" and inner.fields["dataplane"] == "starting: returns"
         assert mach.trace.named("blk_request") == [] and mach.ring.used_idx() == 0
         assert mach.blk.dataplane.started
         # ...it moved the ioeventfd from the main loop to the dataplane's notifier.
@@ -389,7 +413,8 @@ async def test_later_userspace_kick_is_dropped_only_the_eventfd_wakes_the_iothre
         second = mach.request(3, slot=1).publish()
         mach.kick()                                           # h_logical_store -> handle_output
         ho = mach.trace.named("virtio_blk_handle_output")[-1]
-        assert ho.fields == dict(queue=0, dataplane="already started: kick dropped", processed=False)
+        assert ho.fields == dict(queue=0, dataplane="already started: kick dropped", processed=False,
+                                 via="userspace")
         assert not await wait_used(mach.ring, 2, timeout=5.0)  # the 2015 stall
         assert second.status() == 0xEE
         mach.blk.dataplane.host_notifier.signal()             # what an in-kernel ioeventfd hit does

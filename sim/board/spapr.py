@@ -11,9 +11,10 @@ import trio
 from sim import vtime
 from sim.abi import papr
 from sim.abi import kvm as uapi
-from sim.abi.kvm import KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL
+from sim.abi.kvm import KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL, KVM_EXIT_UNKNOWN
 from sim.kvm.vcpu import SIM_GUEST_IDLE
 from sim.qemu.aio import AioContext
+from sim.qemu.main_loop import Bql
 from sim.qemu.kvm_all import KvmMemoryListener, kvm_ioeventfd_any_length_enabled, kvmppc_enable_logical_ci_hcalls
 from sim.qemu.memory import AddressSpace, MemoryCore, MemoryRegion
 from sim.board.spapr_hcall import SpaprHcalls
@@ -99,7 +100,8 @@ class SpaprMachine:
         if "mem64" in win:
             self.phb_node["mem64_window"] = (win["mem64"][0], win["mem64"][0], win["mem64"][1])
         # Threads with an event loop.
-        self.main_ctx = AioContext("qemu-main", trace, costs)
+        self.bql = Bql(trace)
+        self.main_ctx = AioContext("qemu-main", trace, costs, bql=self.bql)
         self.iothread_ctx = AioContext("iothread", trace, costs) if cfg.iothread else None
         # The disk: -device virtio-blk-pci,drive=...,iothread=io1
         self.bus = PCIBus(iospace, memspace, trace)
@@ -172,8 +174,10 @@ class SpaprMachine:
 
     # -- services the devices use (event notifiers, INTx) -----------------
 
-    def event_notifier_init(self, label: str):
-        return self.fds.eventfd(label)
+    def event_notifier_init(self, label: str, active: bool = False):
+        """event_notifier_init(e, active): an eventfd whose counter starts
+        at 1 when active (already signalled)."""
+        return self.fds.eventfd(label, int(active))
 
     def pci_set_irq(self, dev, level: int) -> None:
         """INTx through the PHB's LSI to the in-kernel XICS (KVM_IRQ_LINE)."""
@@ -256,26 +260,40 @@ class SpaprMachine:
 
     async def kvm_cpu_exec(self, vcpu) -> object:
         """qemu_kvm_cpu_thread_fn / kvm_cpu_exec: returns the guest model's result."""
-        trace, costs = self.trace, self.costs
         while True:
             run = await vcpu.ioctl_run()
             if run.exit_reason == SIM_GUEST_IDLE:
                 return run.guest_result
-            if run.exit_reason == KVM_EXIT_PAPR_HCALL:
-                hc = run.papr_hcall
-                vtime.charge(costs.qemu_dispatch)
-                hc.ret = self.hcalls.spapr_hypercall(hc.nr, hc.args)
-                trace.emit("qemu-vcpu", "hcall_done", nr=hc.nr, ret=hc.ret, r4=hc.args[0], in_kernel=False)
-            elif run.exit_reason == KVM_EXIT_MMIO:
-                self.handle_mmio_exit(run)
-            else:
-                # kvm_arch_handle_exit (target-ppc/kvm.c), default case:
-                # "KVM: unknown exit reason %d", ret = -1; kvm_cpu_exec then
-                # does vm_stop(RUN_STATE_INTERNAL_ERROR): the guest stops.
-                trace.emit("qemu-vcpu", "vm_stop", state="internal-error",
-                           why=f"KVM: unknown exit reason {run.exit_reason}")
-                return {"stage": "vm stopped", "run_state": "internal-error",
-                        "exit_reason": run.exit_reason}
+            # kvm_cpu_exec: KVM_RUN returned; the exit is handled under the
+            # BQL, released before the next KVM_RUN.
+            await self.bql.lock("qemu-vcpu")
+            result = self._handle_exit(run)
+            self.bql.unlock("qemu-vcpu")
+            if result is not None:
+                return result
+
+    def _handle_exit(self, run):
+        """kvm_cpu_exec's switch on exit_reason (kvm_arch_handle_exit for
+        the ppc ones); a result stops the vcpu thread."""
+        if run.exit_reason == KVM_EXIT_PAPR_HCALL:
+            hc = run.papr_hcall
+            vtime.charge(self.costs.qemu_dispatch)
+            hc.ret = self.hcalls.spapr_hypercall(hc.nr, hc.args)
+            self.trace.emit("qemu-vcpu", "hcall_done", nr=hc.nr, ret=hc.ret, r4=hc.args[0], in_kernel=False)
+            return None
+        if run.exit_reason == KVM_EXIT_MMIO:
+            self.handle_mmio_exit(run)
+            return None
+        if run.exit_reason == KVM_EXIT_UNKNOWN:
+            # accel/kvm/kvm-all.c kvm_cpu_exec, case KVM_EXIT_UNKNOWN; book3s
+            # HV/PR preset the exit reason and never fill hw.hardware_exit_reason.
+            why = f"KVM: unknown exit, hardware reason {run.hardware_exit_reason:x}"
+        else:
+            # kvm_arch_handle_exit (target/ppc/kvm.c), default case.
+            why = f"KVM: unknown exit reason {run.exit_reason}"
+        # ret = -1: kvm_cpu_exec does vm_stop(RUN_STATE_INTERNAL_ERROR).
+        self.trace.emit("qemu-vcpu", "vm_stop", state="internal-error", why=why)
+        return {"stage": "vm stopped", "run_state": "internal-error", "exit_reason": run.exit_reason}
 
     def handle_mmio_exit(self, run) -> None:
         """kvm_cpu_exec, case KVM_EXIT_MMIO: address_space_rw(&address_space_memory,

@@ -3,7 +3,9 @@
 The main loop and each IOThread run one. A context sleeps in ppoll until an
 eventfd it watches becomes readable or a bottom half is scheduled, then
 dispatches the handlers in its own thread. A handler for an eventfd runs
-once per wake-up however many signals arrived (the count coalesces).
+once per wake-up however many signals arrived (the count coalesces). The
+main loop's context dispatches under the BQL (sim.qemu.main_loop), taken
+after the wake-up; a handler removed meanwhile does not run.
 """
 
 from collections import deque
@@ -14,10 +16,12 @@ from sim import vtime
 
 
 class AioContext:
-    def __init__(self, actor: str, trace, costs):
+    def __init__(self, actor: str, trace, costs, bql=None):
         self.actor = actor
         self.trace = trace
         self.costs = costs
+        self.bql = bql          # the main loop's: dispatch under the BQL
+        self._wakeup = costs.main_loop_wakeup if bql is not None else costs.thread_wakeup
         self._handlers = {}
         self._wakers = {}
         self._ready = deque()
@@ -61,9 +65,13 @@ class AioContext:
             while not ready:
                 await self._lot.park()
             vtime.catch_up(self._ready_at)
-            vtime.charge(self.costs.thread_wakeup)
-            await vtime.settle()
+            vtime.charge(self._wakeup)
             self.wakeups += 1
+            await vtime.settle()
+            bql = self.bql
+            if bql is not None:
+                self.trace.emit(self.actor, "main_loop_wakeup", ready=[_name(x) for x in ready])
+                await bql.lock(self.actor, trace_it=True)
             while ready:
                 item = ready.popleft()
                 if callable(item) and item not in handlers:
@@ -73,3 +81,9 @@ class AioContext:
                 if handler is not None and item.count:
                     self.trace.emit(self.actor, "eventfd_read", eventfd=item.label, count=item.count)
                     handler()
+            if bql is not None:
+                bql.unlock(self.actor, trace_it=True)
+
+
+def _name(item) -> str:
+    return item.label if hasattr(item, "label") else "bottom half"
