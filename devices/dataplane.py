@@ -38,6 +38,7 @@ class VirtIOBlockDataPlane:
         self.host_notifier.signal()  # event_notifier_set: the start-time self-kick
         self.trace.emit(actor, "eventfd_set", eventfd=self.host_notifier.label, why="dataplane start kick")
         self.ctx.set_event_notifier(self.host_notifier, self.handle_notify)
+        vq.aio_owned = True
 
     def stop(self, actor: str = "qemu-vcpu") -> None:
         if not self.started:
@@ -45,6 +46,7 @@ class VirtIOBlockDataPlane:
         proxy = self.vdev.transport
         vq = self.vdev.vq
         self.ctx.set_event_notifier(self.host_notifier, None)
+        vq.aio_owned = False
         proxy.set_host_notifier(vq.index, False, actor)
         proxy.set_guest_notifiers(vq.index, False)
         self.started = False

@@ -499,6 +499,8 @@ class VirtIOPCIProxy(PCIDevice):
     def start_ioeventfd(self) -> None:
         if not self.use_ioeventfd or self.ioeventfd_disabled or self.ioeventfd_started:
             return
+        if self.vdev.start_ioeventfd("qemu-vcpu"):
+            return
         for vq in self.vdev.vqs:
             if vq.num:
                 self._set_host_notifier_internal(vq.index, True, True)

@@ -22,6 +22,7 @@ import contextlib
 import pytest
 import trio
 
+from sim.qemu import releases as qemu_releases
 from devices.block import SECTOR, BlockBackend
 from devices.virtio_blk import VirtIOBlock
 from devices.virtio_pci import VirtIOPCIProxy
@@ -86,7 +87,7 @@ class Rig:
         self.ram = GuestRAM(RAM_SIZE)
         self.backend = backend or BlockBackend.from_bytes(DISK, "test-disk", writable=writable)
         self.host = Host(self.trace)
-        self.blk = VirtIOBlock(self.backend, self.ram, self.trace, Costs(), qemu_version=(2, 3),
+        self.blk = VirtIOBlock(self.backend, self.ram, self.trace, Costs(), release=qemu_releases.behaviour((2, 3)),
                                queue_size=num, **blk_kw)
         self.blk.main_ctx = self.host.main_ctx
         self.proxy = VirtIOPCIProxy(self.blk, PCI_DEVICE_ID_VIRTIO_BLOCK, ioeventfd=True, qemu=self.host)

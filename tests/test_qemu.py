@@ -32,7 +32,7 @@ from sim.abi.kvm import (
 from sim.abi.virtio import VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN
 from sim.eventfd import FdTable
 from sim.qemu.memory import MemoryRegion
-from sim.board.spapr import Console, SpaprMachine
+from sim.board.spapr import SPAPR_PCI_BASE_BUID, Console, SpaprMachine, rtas_pci_cfgaddr
 from sim.ram import GuestRAM
 from sim.scenario import Scenario
 from sim.trace import Trace
@@ -480,3 +480,35 @@ async def test_region_lookup_uses_the_io_window_alias(autojump_clock):
     r = mach.m.address_space.lookup(mach.bar + QUEUE_NOTIFY)
     assert r is not None and r.mr is mach.proxy.bar
     assert isinstance(r.mr, MemoryRegion) and r.mr.ops.endianness == "little"
+
+
+# == RTAS config access: rtas_pci_cfgaddr and spapr_pci_find_dev ============
+
+@pytest.mark.parametrize("arg, reg", [(0x0000_0004, 0x004), (0x0000_08FC, 0x0FC), (0x1000_0010, 0x110),
+                                      (0xF000_00FF, 0xFFF), (0x0F00_00FF, 0x0FF), (0xF0FF_FF00, 0xF00)])
+def test_rtas_pci_cfgaddr_takes_the_extended_register_bits_from_31_28(arg, reg):
+    assert rtas_pci_cfgaddr(arg) == reg
+
+
+async def test_rtas_config_access_decodes_bus_devfn_and_register(autojump_clock):
+    mach = Machine()
+    buid = (SPAPR_PCI_BASE_BUID >> 32, SPAPR_PCI_BASE_BUID & 0xFFFFFFFF)
+    read = lambda addr, size=2: mach.m.rtas_call(papr.RTAS_IBM_READ_PCI_CONFIG, [addr, *buid, size], 2)
+    assert read(0x0000_0000) == [0, 0x1AF4]                  # bus 0, devfn 0, vendor id
+    assert read(0x0001_0000)[0] == 0xFFFFFFFF                # bus 1: no such device
+    assert read(0x0000_0800)[0] == 0xFFFFFFFF                # devfn 8 (slot 1): empty
+    assert read(0x1000_0000)[0] == 0xFFFFFFFF                # register 0x100: past conventional config space
+    assert read(0x0000_0001)[0] == 0xFFFFFFFF                # misaligned
+
+
+async def test_kvm_exit_unknown_stops_the_vm_with_qemus_message(autojump_clock):
+    """kvm_cpu_exec, case KVM_EXIT_UNKNOWN: "KVM: unknown exit, hardware
+    reason %" PRIx64, then vm_stop(RUN_STATE_INTERNAL_ERROR)."""
+    from sim.abi.kvm import KVM_EXIT_UNKNOWN
+    from sim.kvm.vcpu import KvmRun
+    mach = Machine()
+    run = KvmRun()
+    run.exit_reason = KVM_EXIT_UNKNOWN
+    assert mach.m._handle_exit(run)["run_state"] == "internal-error"
+    (stop,) = mach.trace.named("vm_stop")
+    assert stop.fields["why"] == "KVM: unknown exit, hardware reason 0"
