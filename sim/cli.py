@@ -221,6 +221,14 @@ def cmd_check(args) -> int:
     return EXIT_OK if ok else EXIT_BOOT_FAILED
 
 
+def cmd_matrix(args) -> int:
+    """Every modelled QEMU x Linux release: the stall map (sim.matrix)."""
+    from sim import matrix
+    m = matrix.run(jobs=args.jobs)
+    print(json.dumps(matrix.to_json(m), indent=1) if args.json else matrix.format_text(m))
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from sim import machine
     con = term.console()
@@ -305,6 +313,10 @@ def main(argv=None) -> int:
     c.add_argument("dir", nargs="?")
     c.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1,
                    help="worker processes (default: the number of cores)")
+    mx = sub.add_parser("matrix", help="which hosts stall: every QEMU x Linux release")
+    mx.add_argument("--json", action="store_true", help="print one JSON object")
+    mx.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1,
+                    help="worker processes (default: one per CPU)")
     sub.add_parser("demo", help="the stall and the fix side by side")
     m = sub.add_parser("mkdisk", help="write a bootable raw disk image")
     m.add_argument("out")
@@ -321,7 +333,7 @@ def main(argv=None) -> int:
         if args.cmd == "fuzz":
             from sim.fuzz import cmd_fuzz
             return cmd_fuzz(args)
-        return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "mkdisk": cmd_mkdisk,
+        return {"run": cmd_run, "check": cmd_check, "matrix": cmd_matrix, "demo": cmd_demo, "mkdisk": cmd_mkdisk,
                 "explain": cmd_explain, "compare": cmd_compare}[args.cmd](args)
     except ScenarioError as exc:
         print(f"slofsim: error: {exc}", file=sys.stderr)

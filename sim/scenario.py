@@ -78,6 +78,13 @@ class Scenario:
     expect: dict = dataclasses.field(default_factory=dict)
 
 
+def release_defaults(qemu_version: tuple[int, int]) -> dict:
+    """What a scenario gets from its QEMU release when it does not say."""
+    rel = qemu_releases.behaviour(qemu_version)
+    return dict(enable_logical_ci=rel.enable_logical_ci, forward_userspace_kick=rel.userspace_kick != "handle_output",
+                emulate_ioeventfd=rel.emulate_ioeventfd, queue_size=rel.blk_queue_size)
+
+
 def _version(path: str, where: str, text: str, table) -> tuple[int, int]:
     """A release the component's table models (sim.kvm.releases, sim.qemu.releases)."""
     try:
@@ -134,7 +141,8 @@ def load(path: str) -> Scenario:
     s.logical_ci_handlers = k.get("logical_ci_handlers")
     s.qemu_version = _version(path, "[qemu] version", q.get("version", "2.3"), qemu_releases)
     rel = qemu_releases.behaviour(s.qemu_version)
-    s.enable_logical_ci = q.get("enable_logical_ci_hcalls", rel.enable_logical_ci)
+    dflt = release_defaults(s.qemu_version)
+    s.enable_logical_ci = q.get("enable_logical_ci_hcalls", dflt["enable_logical_ci"])
     if s.enable_logical_ci and not rel.enable_logical_ci:
         raise ScenarioError(f"{path}: [qemu] enable_logical_ci_hcalls: QEMU {q['version']} predates "
                             "kvmppc_enable_logical_ci_hcalls (2.4, 026bfd89); expected false or version >= 2.4")
@@ -142,8 +150,8 @@ def load(path: str) -> Scenario:
     # notifier from 2.8 for IOThread queues (handle_aio_output), widened in
     # 4.2; "memory: emulate ioeventfd" (2.5, 8c56c1a). Overridable to show
     # each alone.
-    s.forward_userspace_kick = q.get("forward_userspace_kick", rel.userspace_kick != "handle_output")
-    s.emulate_ioeventfd = q.get("emulate_ioeventfd", rel.emulate_ioeventfd)
+    s.forward_userspace_kick = q.get("forward_userspace_kick", dflt["forward_userspace_kick"])
+    s.emulate_ioeventfd = q.get("emulate_ioeventfd", dflt["emulate_ioeventfd"])
     # virtio-pci disable-modern: true is a legacy-only device (the model's
     # default, whatever the version, so scenarios stay legacy unless they
     # ask); false is transitional (legacy BAR 0 plus the virtio 1.0
@@ -161,7 +169,7 @@ def load(path: str) -> Scenario:
     if s.iothread and not s.ioeventfd:
         raise ScenarioError(f"{path}: [device] iothread: an iothread needs ioeventfd (the dataplane is "
                             "woken only by its host notifier); expected ioeventfd = true")
-    s.queue_size = d.get("queue_size", rel.blk_queue_size)
+    s.queue_size = d.get("queue_size", dflt["queue_size"])
     if not 1 <= s.queue_size <= 1024 or s.queue_size & (s.queue_size - 1):
         raise ScenarioError(f"{path}: [device] queue_size: expected a power of two up to 1024, got {s.queue_size}")
     s.ram_mib = m.get("ram_mib", s.ram_mib)

@@ -7,8 +7,9 @@ takes it after ppoll returns, to run its fd handlers and bottom halves
 
 Nobody awaits while holding it (exit handling and main-loop dispatch are
 synchronous here), so the lock is a time: a holder releases it at its own
-simulated time, and the next taker -- which settles first, so takers are
-served in simulated-time order -- continues from that time if it is later.
+simulated time, and the next taker -- which first lets every task that
+could act before its time run (vtime.sync), so takers are served in
+simulated-time order -- continues from that time if it is later.
 """
 
 from sim import vtime
@@ -22,8 +23,8 @@ class Bql:
         self.waits = 0
 
     async def lock(self, actor: str, trace_it: bool = False) -> None:
-        """qemu_mutex_lock_iothread, at this task's settled time."""
-        await vtime.settle()
+        """qemu_mutex_lock_iothread, in simulated-time order."""
+        await vtime.sync()
         t = vtime.now()
         if self.free_at > t:
             self.waits += 1
