@@ -79,7 +79,8 @@ class VirtIODevice:
         mode = self.userspace_kick
         if vq.host_notifier is not None and (mode == "host notifier" or mode == "iothread" and vq.aio_owned):
             self.trace.emit(actor, "eventfd_set", eventfd=vq.host_notifier.label,
-                            why="virtio_queue_notify: host notifier enabled")
+                            why="virtio_queue_notify: forwarded to the host notifier"
+                            + (" (handle_aio_output)" if mode == "iothread" else " (host_notifier_enabled)"))
             vq.host_notifier.signal()
             return
         vq.handle_output(vq, actor)

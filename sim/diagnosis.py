@@ -168,10 +168,11 @@ def _startup(ev, before: int) -> list[dict]:
         if lock is not None:
             steps.append(_step(lock, "qemu-main", "qemu_mutex_lock_iothread",
                                "takes the BQL between two of the vcpu thread's exits"))
-    by = dp.fields["by"] + (", no guest kick behind it" if dp.fields["by"] == "start-up notifier" else "")
+    by = dp.fields["by"]
+    how = ("the start_ioeventfd hook at DRIVER_OK" if by.startswith("DRIVER_OK")
+           else f"handle_output ({by}{', no guest kick behind it' if by == 'start-up notifier' else ''})")
     steps.append(_step(dp, "QEMU", "virtio_blk_data_plane_start",
-                       f"handle_output ({by}) starts the dataplane: {dp.fields['host_notifier']!r} "
-                       f"moves to {dp.fields['iothread']}"))
+                       f"{how} starts the dataplane: {dp.fields['host_notifier']!r} moves to {dp.fields['iothread']}"))
     first = next((e for e in ev[k:before] if e.name == "dataplane_handle_notify"), None)
     if first is not None:
         steps.append(_step(first, first.actor, "handle_notify",
