@@ -36,6 +36,11 @@ def test_stall_drops_every_request_the_main_loop_started_the_dataplane_first():
     (dp,) = r.trace.named("dataplane_start")
     assert dp.actor == "qemu-main" and dp.fields["by"] == "start-up notifier"
     assert dp.t_ns < r.trace.named("virtio_blk_submit")[0].t_ns
+    # adding the handler woke the main loop; it rebuilt its poll set under
+    # the BQL, polled again and took the BQL a second time to run it
+    main = [e.name for e in r.trace.events if e.actor == "qemu-main" and e.t_ns <= dp.t_ns]
+    assert main[:6] == ["main_loop_wakeup", "bql_lock", "poll_set_rebuilt", "bql_unlock",
+                        "main_loop_wakeup", "bql_lock"]
     # the start-time self-kick found the ring empty
     assert [e.fields["why"] for e in r.trace.named("eventfd_set")] == ["dataplane start kick"]
     assert r.trace.named("dataplane_handle_notify")[0].fields["popped"] == 0
