@@ -60,7 +60,8 @@ def open_disk(scn: Scenario, disk_override: str | None = None) -> BlockBackend:
 
 async def _boot(scn: Scenario, backend, trace, echo):
     ram = GuestRAM(scn.ram_mib << 20)
-    kernel = KernelConfig(scn.kernel_version, scn.kvm, scn.host_endian, scn.logical_ci_handlers)
+    kernel = KernelConfig(scn.kernel_version, scn.kvm, scn.host_endian, scn.logical_ci_handlers,
+                          overrides=scn.linux_overrides)
     vm = KvmVm(kernel, ram, trace, scn.costs)
     trace.emit("kvm", "vm_created", kernel=scn.kernel_version, flavour=scn.kvm,
                logical_ci_handlers=kernel.logical_ci_handlers, host_endian=scn.host_endian)

@@ -7,7 +7,8 @@ whose rows agree on every field the machine reads boot identically: the
 matrix boots one representative per class (the first release of each run
 of equal rows) and gives its outcome to the whole class. The boundaries
 are where an outcome changes from one class to the next, with the table
-rows (and commits) that changed there.
+rows (and commits) that changed there; one more boot per row, with that
+row set back alone, tells a cause from a row that merely changed too.
 """
 
 from concurrent.futures import ProcessPoolExecutor
@@ -58,17 +59,28 @@ def config_name(cfg) -> str:
     return f"{kvm} {'iothread' if iothread else 'no-iothread'} {'modern' if modern else 'legacy'}"
 
 
-def _boot(cell) -> tuple:
-    """One representative boot (runs in a worker process)."""
+def _boot(cell, qemu_overrides=None, linux_overrides=None) -> tuple:
+    """One representative boot (runs in a worker process); the overrides
+    set table fields otherwise (a counterfactual release)."""
     from sim import machine, report
     from sim.scenario import Scenario, release_defaults
     q, k, (kvm, iothread, modern) = cell
-    if modern and not qemu.behaviour(q).modern:
+    qo, lo = qemu_overrides or {}, linux_overrides or {}
+    if modern and not qemu.behaviour(q).replaced(qo).modern:
         return cell, None, None
     scn = Scenario(path="<matrix>", name=f"matrix-{q[0]}.{q[1]}-{k[0]}.{k[1]}", kernel_version=f"{k[0]}.{k[1]}",
-                   kvm=kvm, qemu_version=q, iothread=iothread, disable_modern=not modern, **release_defaults(q))
+                   kvm=kvm, qemu_version=q, iothread=iothread, disable_modern=not modern,
+                   qemu_overrides=qo, linux_overrides=lo, **release_defaults(q, qo))
     s = report.summary(machine.run(scn))
     return cell, s["outcome"], s["first_stalled_request"]
+
+
+def _ablate(job) -> tuple:
+    """(boundary index, field, outcome with that one field as before the boundary)."""
+    i, axis, cell, field, value = job
+    over = {field: value}
+    _, outcome, _ = _boot(cell, over if axis == "QEMU" else None, over if axis == "Linux" else None)
+    return i, field, outcome
 
 
 def run(jobs: int = 1, step=lambda text=None, advance=0: None) -> dict:
@@ -89,6 +101,7 @@ def run(jobs: int = 1, step=lambda text=None, advance=0: None) -> dict:
             done.append(_boot(c))
             step(advance=1)
     booted = {cell: (o, first) for cell, o, first in done}
+    done = None
     outcome = {}
     for cfg, (cq, ck) in per_cfg.items():
         for q in cq:
@@ -96,8 +109,35 @@ def run(jobs: int = 1, step=lambda text=None, advance=0: None) -> dict:
                 for qv in q:
                     for kv in k:
                         outcome[(qv, kv, cfg)] = booted[(q[0], k[0], cfg)]
-    return {"qemu_classes": qc, "linux_classes": lc, "outcome": outcome, "boots": len(cells),
-            "boundaries": boundaries(qc, lc, outcome)}
+    found = boundaries(qc, lc, outcome)
+    jobs_ab = attribution_jobs(found)
+    if jobs > 1 and jobs_ab:
+        with ProcessPoolExecutor(min(jobs, len(jobs_ab))) as pool:
+            ablated = list(pool.map(_ablate, jobs_ab))
+    else:
+        ablated = [_ablate(j) for j in jobs_ab]
+    for i, field, got in ablated:
+        e = found[i]
+        e["causes"][field] = got == e["from"]
+    return {"qemu_classes": qc, "linux_classes": lc, "outcome": outcome, "boots": len(cells) + len(jobs_ab),
+            "boundaries": found}
+
+
+def attribution_jobs(found) -> list[tuple]:
+    """For each boundary, one boot per changed row: its first cell after the
+    boundary (the first configuration and class listed) with that row's
+    field back at its value before it. A row whose reversal alone gives back
+    the old outcome is a cause of the change there."""
+    out = []
+    for i, e in enumerate(found):
+        o, cfg = e["where"][0]
+        cell = (e["release"], o[0], cfg) if e["axis"] == "QEMU" else (o[0], e["release"], cfg)
+        table = qemu.TABLE if e["axis"] == "QEMU" else linux.TABLE
+        old = table.behaviour(e["before"])
+        e["causes"] = {}
+        for r in e["rows"]:
+            out.append((i, e["axis"], cell, r.field, getattr(old, r.field)))
+    return out
 
 
 def _changed_rows(table, fields, before, at) -> list:
@@ -123,7 +163,7 @@ def boundaries(qc, lc, outcome) -> list[dict]:
                     entry["where"].append((o, cfg))
     for e in found.values():   # the changed rows a boot in one of these configurations reads
         read = {f for _, cfg in e["where"] for f in keys(cfg)[e["axis"] == "Linux"]}
-        e["rows"] = [r for r in _changed_rows(e.pop("table"), read, e.pop("before"), e["release"])]
+        e["rows"] = [r for r in _changed_rows(e.pop("table"), read, e["before"], e["release"])]
     return sorted(found.values(), key=lambda e: (e["axis"] != "QEMU", e["release"], e["from"]))
 
 
@@ -159,13 +199,15 @@ def format_text(m: dict) -> str:
             row = [f"{SYMBOL[outcome[(q[0], k[0], cfg)][0]]:>{len(h)}}" for q, h in zip(qc, heads)]
             lines.append(f"{'Linux ' + _span(k):<{wl}}" + " ".join(row))
         lines.append("")
-    lines.append("boundaries: where an outcome changes, and the rows of the release tables that change there")
+    lines.append("boundaries: where an outcome changes, and the rows of the release tables that change there;")
+    lines.append("a row is a cause if setting it back alone (one more boot) gives back the old outcome")
     for e in m["boundaries"]:
         other = "Linux" if e["axis"] == "QEMU" else "QEMU"
         lines.append(f"  {e['axis']} {e['release'][0]}.{e['release'][1]}: {e['from']} -> {e['to']}  "
                      f"({_where(e, other)})")
         for r in e["rows"]:
-            lines.append(f"      {r.field} = {r.value!r}: {r.commit or '(initial)'}")
+            mark = "cause" if e["causes"].get(r.field) else "also changed"
+            lines.append(f"      [{mark}] {r.field} = {r.value!r}: {r.commit or '(initial)'}")
     return "\n".join(lines)
 
 
@@ -187,6 +229,6 @@ def to_json(m: dict) -> dict:
         "boundaries": [{"axis": e["axis"], "release": ver(e["release"]), "from": e["from"], "to": e["to"],
                         "where": [{"other": _span(o), "config": config_name(c)} for o, c in e["where"]],
                         "rows": [{"field": r.field, "value": r.value, "since": ver(r.release), "commit": r.commit,
-                                  "source": r.source} for r in e["rows"]]}
+                                  "source": r.source, "cause": e["causes"].get(r.field, False)} for r in e["rows"]]}
                        for e in m["boundaries"]],
     }

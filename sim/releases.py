@@ -74,3 +74,8 @@ class _Behaviour:
 
     def key(self, fields) -> tuple:
         return tuple(getattr(self, f) for f in fields)
+
+    def replaced(self, values: dict) -> "_Behaviour":
+        """This release with some fields set otherwise (a counterfactual:
+        slofsim matrix asks which changed row made an outcome change)."""
+        return _Behaviour(self.version, {**self.__dict__, **values, "version": self.version})

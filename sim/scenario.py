@@ -76,11 +76,14 @@ class Scenario:
     max_prep_blocks: int = 65536
     costs: Costs = dataclasses.field(default_factory=Costs)
     expect: dict = dataclasses.field(default_factory=dict)
+    # Counterfactual release rows (field -> value), set by slofsim matrix only.
+    qemu_overrides: dict = dataclasses.field(default_factory=dict)
+    linux_overrides: dict = dataclasses.field(default_factory=dict)
 
 
-def release_defaults(qemu_version: tuple[int, int]) -> dict:
+def release_defaults(qemu_version: tuple[int, int], overrides: dict | None = None) -> dict:
     """What a scenario gets from its QEMU release when it does not say."""
-    rel = qemu_releases.behaviour(qemu_version)
+    rel = qemu_releases.behaviour(qemu_version).replaced(overrides or {})
     return dict(enable_logical_ci=rel.enable_logical_ci, forward_userspace_kick=rel.userspace_kick != "handle_output",
                 emulate_ioeventfd=rel.emulate_ioeventfd, queue_size=rel.blk_queue_size)
 

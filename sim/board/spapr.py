@@ -87,7 +87,7 @@ class SpaprMachine:
         self.core = MemoryCore(trace, emulate_ioeventfd=cfg.emulate_ioeventfd, kvm_eventfds_enabled=True)
         system = MemoryRegion("system", 1 << 64)
         system.add_subregion(0, MemoryRegion("ppc_spapr.ram", ram.size, ram=ram))
-        rel = qemu_releases.behaviour(cfg.qemu_version)
+        rel = qemu_releases.behaviour(cfg.qemu_version).replaced(cfg.qemu_overrides)
         win = phb_windows(rel.phb_placement)
         self.io_win_addr = win["io"][0]
         iospace = MemoryRegion("pci-io", win["io"][1])

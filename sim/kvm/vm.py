@@ -19,11 +19,11 @@ class KernelConfig:
     """What the host kernel offers: its release's row of sim.kvm.releases."""
 
     def __init__(self, version: str, flavour: str, host_endian: str = "big",
-                 logical_ci_handlers: bool | None = None):
+                 logical_ci_handlers: bool | None = None, overrides: dict | None = None):
         self.version = version
         self.flavour = flavour
         self.host_endian = host_endian
-        rel = releases.behaviour(releases.parse(version))
+        rel = releases.behaviour(releases.parse(version)).replaced(overrides or {})
         self.logical_ci_handlers = rel.logical_ci if logical_ci_handlers is None else logical_ci_handlers
         self.ioeventfd_any_length = rel.ioeventfd_any_length
         self.tce_multi = rel.tce_multi
