@@ -1,6 +1,8 @@
 """virtio-blk dataplane as in QEMU 2.2-2.4 (hw/block/dataplane/virtio-blk.c).
 
-Start (only from handle_output, on the first kick that reaches QEMU):
+Start (only from handle_output, on the first call that reaches it: in
+2015 the main loop's, for the host notifier virtio-pci created signalled at
+DRIVER_OK, unless a userspace kick from the vcpu thread gets there first):
 guest notifiers, then the host notifier moves from the main loop to this
 device (set_host_notifier), then one self-kick ("Kick right away to begin
 processing requests already in vring") and the IOThread's handler. So the
@@ -18,34 +20,38 @@ class VirtIOBlockDataPlane:
         self.starting = False
         self.host_notifier = None
 
-    def start(self) -> None:
+    def start(self, actor: str, by: str) -> None:
+        """virtio_blk_data_plane_start, called from handle_output in thread
+        actor for the kick `by` (how that call reached handle_output)."""
         if self.started or self.starting:
             return
         self.starting = True
         proxy = self.vdev.transport
         vq = self.vdev.vq
         proxy.set_guest_notifiers(vq.index, True)
-        proxy.set_host_notifier(vq.index, True)
+        proxy.set_host_notifier(vq.index, True, actor)
         self.host_notifier = vq.host_notifier
         self.starting = False
         self.started = True
-        self.trace.emit("qemu-vcpu", "dataplane_start", device=self.vdev.name, iothread=self.ctx.actor,
-                        host_notifier=self.host_notifier.label)
+        self.trace.emit(actor, "dataplane_start", device=self.vdev.name, iothread=self.ctx.actor,
+                        host_notifier=self.host_notifier.label, by=by)
         self.host_notifier.signal()  # event_notifier_set: the start-time self-kick
-        self.trace.emit("qemu-vcpu", "eventfd_set", eventfd=self.host_notifier.label, why="dataplane start kick")
+        self.trace.emit(actor, "eventfd_set", eventfd=self.host_notifier.label, why="dataplane start kick")
         self.ctx.set_event_notifier(self.host_notifier, self.handle_notify)
+        vq.aio_owned = True
 
-    def stop(self) -> None:
+    def stop(self, actor: str = "qemu-vcpu") -> None:
         if not self.started:
             return
         proxy = self.vdev.transport
         vq = self.vdev.vq
         self.ctx.set_event_notifier(self.host_notifier, None)
-        proxy.set_host_notifier(vq.index, False)
+        vq.aio_owned = False
+        proxy.set_host_notifier(vq.index, False, actor)
         proxy.set_guest_notifiers(vq.index, False)
         self.started = False
         self.host_notifier = None
-        self.trace.emit("qemu-vcpu", "dataplane_stop", device=self.vdev.name)
+        self.trace.emit(actor, "dataplane_stop", device=self.vdev.name)
 
     def handle_notify(self) -> None:
         """Runs in the IOThread: drain the ring, then re-check once after

@@ -26,16 +26,22 @@ class VirtIODevice:
         self.broken = False
         self.device_big_endian = True  # virtio_default_endian(): target order, BE for ppc64
         self.transport = None  # set by the transport when plugged
-        # Later QEMU (4.2, "virtio: notify virtqueue via host notifier when
-        # available"): a kick that reaches virtio_queue_notify while a host
-        # notifier is assigned is forwarded to that eventfd.
-        self.forward_kick_to_host_notifier = False
+        # What virtio_queue_notify does with a kick (sim.qemu.releases
+        # userspace_kick): "handle_output" (2.1-2.7), "iothread" (2.8: to the
+        # host notifier of a queue an IOThread handles, handle_aio_output),
+        # "host notifier" (4.2: any assigned host notifier).
+        self.userspace_kick = "handle_output"
 
     def add_queue(self, num: int, handle_output) -> VirtQueue:
         vq = VirtQueue(len(self.vqs), num, self.ram)
         vq.handle_output = handle_output
         self.vqs.append(vq)
         return vq
+
+    def start_ioeventfd(self, actor: str) -> bool:
+        """VirtioDeviceClass.start_ioeventfd: none by default (the transport
+        assigns a host notifier per queue)."""
+        return False
 
     def transport_modern(self) -> None:
         """The transport offers VIRTIO_F_VERSION_1 (a transitional device):
@@ -64,14 +70,17 @@ class VirtIODevice:
             vq.reset()
 
     def queue_notify(self, n: int, actor: str) -> None:
-        """virtio_queue_notify: 2015 calls the queue's handle_output; later
-        QEMU sets the host notifier instead when one is assigned."""
+        """virtio_queue_notify: 2015 calls the queue's handle_output; from
+        2.8 a queue an IOThread handles gets its host notifier set instead,
+        from 4.2 any queue with a host notifier does."""
         if n >= len(self.vqs) or not self.vqs[n].ready():
             return
         vq = self.vqs[n]
-        if self.forward_kick_to_host_notifier and vq.host_notifier is not None:
+        mode = self.userspace_kick
+        if vq.host_notifier is not None and (mode == "host notifier" or mode == "iothread" and vq.aio_owned):
             self.trace.emit(actor, "eventfd_set", eventfd=vq.host_notifier.label,
-                            why="virtio_queue_notify: host notifier enabled")
+                            why="virtio_queue_notify: forwarded to the host notifier"
+                            + (" (handle_aio_output)" if mode == "iothread" else " (host_notifier_enabled)"))
             vq.host_notifier.signal()
             return
         vq.handle_output(vq, actor)

@@ -21,19 +21,20 @@ from devices.virtio import VirtIODevice
 from devices.virtqueue import VirtioError
 
 
-def host_features(qemu_version: tuple[int, int], read_only: bool) -> int:
-    """The legacy HOST_FEATURES word. 4.0+ matches what QEMU 7.2 offered
-    SLOF (0x71006ed4, real-slof/tr-legacy-*_regs.csv); the 2015 set is the
-    same without DISCARD/WRITE_ZEROES (added in 4.0) and with ANY_LAYOUT."""
+def host_features(release, read_only: bool) -> int:
+    """The legacy HOST_FEATURES word of a QEMU release (sim.qemu.releases).
+    4.0+ matches what QEMU 7.2 offered SLOF (0x71006ed4,
+    real-slof/tr-legacy-*_regs.csv); the 2015 set is the same without
+    DISCARD/WRITE_ZEROES (added in 4.0) and with ANY_LAYOUT."""
     bits = [VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_SCSI,
             VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_F_CONFIG_WCE,
             VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_RING_F_EVENT_IDX,
             VIRTIO_F_BAD_FEATURE]
-    if qemu_version >= (4, 0):
+    if release.blk_discard_wz:
         bits += [VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES]
     else:
         bits.append(VIRTIO_F_ANY_LAYOUT)
-    if qemu_version >= (7, 2):
+    if release.ring_reset:
         # "queue_reset" (DEFINE_VIRTIO_COMMON_FEATURES, 7.2): only the modern
         # interface shows bits above 31 (device_feature 0x101 in
         # real-slof/tr-modern-*_regs.csv).
@@ -56,13 +57,15 @@ def request_kind(raw: int) -> int | None:
 class VirtIOBlock(VirtIODevice):
     name = "virtio-blk"
 
-    def __init__(self, backend, ram, trace, costs, *, qemu_version, queue_size, serial="slofsim0"):
+    def __init__(self, backend, ram, trace, costs, *, release, queue_size, serial="slofsim0"):
         # struct virtio_blk_config grew discard/write-zeroes fields in 4.0 (60 bytes).
-        super().__init__(VIRTIO_ID_BLOCK, 60 if qemu_version >= (4, 0) else 36, ram, trace)
+        super().__init__(VIRTIO_ID_BLOCK, 60 if release.blk_discard_wz else 36, ram, trace)
         self.backend = backend
         self.costs = costs
         self.serial = serial.encode()
-        self.host_features = host_features(qemu_version, not backend.writable)
+        self.host_features = host_features(release, not backend.writable)
+        # 2.8+: virtio-blk's start_ioeventfd hook starts the dataplane at DRIVER_OK
+        self.start_hook = release.dataplane_start == "start_ioeventfd"
         self.vq = self.add_queue(queue_size, self.handle_output)
         self.dataplane = None
         self.main_ctx = None
@@ -99,19 +102,29 @@ class VirtIOBlock(VirtIODevice):
             self.dataplane.stop()
         super().reset()
 
-    def handle_output(self, vq, actor: str) -> None:
+    def start_ioeventfd(self, actor: str) -> bool:
+        """virtio_bus_start_ioeventfd -> vdc->start_ioeventfd (2.8+): the
+        dataplane starts here, at DRIVER_OK; True if the hook ran."""
+        if not (self.start_hook and self.dataplane is not None):
+            return False
+        self.dataplane.start(actor, "DRIVER_OK (start_ioeventfd)")
+        return True
+
+    def handle_output(self, vq, actor: str, via: str = "userspace") -> None:
         """virtio_blk_handle_output: runs in QEMU's vcpu thread (userspace
-        notify) or the main loop (ioeventfd handler)."""
+        notify) or the main loop (its host notifier's handler); via is how
+        the call got here."""
         if self.dataplane is not None:
             # "Some guests kick before setting VIRTIO_CONFIG_S_DRIVER_OK so
             # start dataplane here instead of waiting for .set_status()."
-            started = self.dataplane.started
-            self.dataplane.start()
-            self.trace.emit(actor, "virtio_blk_handle_output",
-                            queue=vq.index, dataplane="already started: kick dropped" if started
-                            else "started dataplane", processed=False)
+            dp = self.dataplane
+            was = "already started: kick dropped" if dp.started else \
+                "starting: returns" if dp.starting else "started dataplane"
+            dp.start(actor, via)
+            self.trace.emit(actor, "virtio_blk_handle_output", queue=vq.index, dataplane=was, processed=False,
+                            via=via)
             return
-        self.trace.emit(actor, "virtio_blk_handle_output", queue=vq.index, dataplane=None, processed=True)
+        self.trace.emit(actor, "virtio_blk_handle_output", queue=vq.index, dataplane=None, processed=True, via=via)
         self.process_queue(vq, actor, self.main_ctx)
 
     def process_queue(self, vq, actor: str, ctx) -> int:

@@ -444,18 +444,29 @@ class VirtIOPCIProxy(PCIDevice):
 
     # -- host notifiers (the ioeventfd on QUEUE_NOTIFY) -------------------
 
-    def _set_host_notifier_internal(self, n: int, assign: bool, set_handler: bool) -> None:
-        """virtio_pci_set_host_notifier_internal."""
+    def _set_host_notifier_internal(self, n: int, assign: bool, set_handler: bool, actor: str = "qemu-vcpu") -> None:
+        """virtio_pci_set_host_notifier_internal (2.1-2.4): assigning creates
+        the notifier already signalled (event_notifier_init(notifier, 1)),
+        so a main-loop handler runs once as soon as the main loop gets the
+        BQL; deassigning removes the handler, then tests and clears the
+        notifier and runs the queue if it was set
+        (virtio_queue_set_host_notifier_fd_handler)."""
         vq = self.vdev.vqs[n]
         if assign:
             owner = "main loop" if set_handler else "dataplane"
-            vq.host_notifier = self.qemu.event_notifier_init(f"{self.vdev.name} vq{n} host notifier ({owner})")
+            vq.host_notifier = self.qemu.event_notifier_init(f"{self.vdev.name} vq{n} host notifier ({owner})",
+                                                             active=True)
+            self.trace.emit(actor, "host_notifier_init", eventfd=vq.host_notifier.label, queue=n,
+                            signalled=vq.host_notifier.count, handler="main loop" if set_handler else None)
             if set_handler:  # main loop: virtio_queue_host_notifier_read
                 self.qemu.main_ctx.set_event_notifier(vq.host_notifier, lambda _vq=vq: self._host_notifier_read(_vq))
             self._ioeventfd_assign(n, vq.host_notifier, True)
         else:
-            self._ioeventfd_assign(n, vq.host_notifier, False)
-            self.qemu.main_ctx.set_event_notifier(vq.host_notifier, None)
+            efd = vq.host_notifier
+            self._ioeventfd_assign(n, efd, False)
+            self.qemu.main_ctx.set_event_notifier(efd, None)
+            if efd.count:   # "in case poll callback didn't have time to run"
+                self._host_notifier_read(vq, actor)
             vq.host_notifier = None
 
     def _ioeventfd_assign(self, n: int, e, assign: bool) -> None:
@@ -473,36 +484,44 @@ class VirtIOPCIProxy(PCIDevice):
         else:
             self.bar.del_eventfd(VIRTIO_PCI_QUEUE_NOTIFY, 2, True, n, e)
 
-    def _host_notifier_read(self, vq) -> None:
-        vq.host_notifier.test_and_clear()
-        self.trace.emit("qemu-main", "virtio_queue_notify", device=self.vdev.name, queue=vq.index,
-                        via="ioeventfd")
-        vq.handle_output(vq, "qemu-main")
+    def _host_notifier_read(self, vq, actor: str = "qemu-main") -> None:
+        """virtio_queue_host_notifier_read: test and clear, then
+        virtio_queue_notify_vq. A notifier never signalled since it was
+        created still holds its initial 1: no guest kick is behind it."""
+        efd = vq.host_notifier
+        startup = efd.signals == 0
+        if not efd.test_and_clear():
+            return
+        self.trace.emit(actor, "virtio_queue_notify", device=self.vdev.name, queue=vq.index,
+                        via="start-up notifier" if startup else "ioeventfd")
+        vq.handle_output(vq, actor, "start-up notifier" if startup else "ioeventfd")
 
     def start_ioeventfd(self) -> None:
         if not self.use_ioeventfd or self.ioeventfd_disabled or self.ioeventfd_started:
+            return
+        if self.vdev.start_ioeventfd("qemu-vcpu"):
             return
         for vq in self.vdev.vqs:
             if vq.num:
                 self._set_host_notifier_internal(vq.index, True, True)
         self.ioeventfd_started = True
 
-    def stop_ioeventfd(self) -> None:
+    def stop_ioeventfd(self, actor: str = "qemu-vcpu") -> None:
         if not self.ioeventfd_started:
             return
         for vq in self.vdev.vqs:
             if vq.host_notifier is not None:
-                self._set_host_notifier_internal(vq.index, False, False)
+                self._set_host_notifier_internal(vq.index, False, False, actor)
         self.ioeventfd_started = False
 
-    def set_host_notifier(self, n: int, assign: bool) -> None:
+    def set_host_notifier(self, n: int, assign: bool, actor: str = "qemu-vcpu") -> None:
         """virtio_pci_set_host_notifier, the hook dataplane uses: "Stop using
         ioeventfd for virtqueue kick if the device starts using host
         notifiers."""
         self.ioeventfd_disabled = assign
         if assign:
-            self.stop_ioeventfd()
-        self._set_host_notifier_internal(n, assign, False)
+            self.stop_ioeventfd(actor)
+        self._set_host_notifier_internal(n, assign, False, actor)
 
     # -- guest notifiers --------------------------------------------------
 

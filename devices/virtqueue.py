@@ -35,6 +35,7 @@ class VirtQueue:
         self.num_default = num
         self.ram = ram
         self.host_notifier = None   # EventFd, set when the transport assigns one
+        self.aio_owned = False      # an IOThread's AioContext handles it (handle_aio_output is set)
         self.guest_notifier = None
         self.reset()
 

@@ -58,6 +58,13 @@ class Costs:
     # "the order of a few micro-seconds"; the wakeup adds the ppoll return
     # and aio_dispatch on top. No POWER measurement of the whole step found.
     thread_wakeup: float = 8e-6
+    # ASSUMPTION: QEMU's main loop (main_loop_wait -> os_host_main_loop_wait)
+    # returning from ppoll for a readable fd: the same scheduler trip as an
+    # IOThread's (thread_wakeup), before it takes the BQL
+    # (qemu_mutex_lock_iothread) to dispatch. Kept apart so the start-up
+    # race (the signalled host notifier against SLOF's first request) can be
+    # replayed with a slower main loop.
+    main_loop_wakeup: float = 8e-6
     # ASSUMPTION: a raw-file read or write that hits the host page cache,
     # plus a per-sector copy cost. Nearest evidence: QEMU 826cc32423db
     # (above) shows io_submit(2) from an IOThread taking "10s of

@@ -58,9 +58,10 @@ def diagnose(result) -> list[dict]:
     want = sub.fields["avail_idx"]
     addrs = notify_addrs(result)
     fn = sub.fields.get("fn", "virtioblk_transfer")   # SLOF before 2645539: virtioblk_read
-    steps = [_step(sub, "SLOF", fn,
-                   f"request #{want - 1}: read sector {sub.fields['sector']} x{sub.fields['count']}, "
-                   f"avail->idx := {want}")]
+    steps = _startup(ev, start)
+    steps.append(_step(sub, "SLOF", fn,
+                       f"request #{want}: read sector {sub.fields['sector']} x{sub.fields['count']}, "
+                       f"avail->idx := {want}"))
     i = start + 1
     while i < len(ev) and not (ev[i].name == "hcall" and ev[i].fields["nr"] == papr.H_LOGICAL_CI_STORE
                                and ev[i].fields["r5"] in addrs):
@@ -107,7 +108,9 @@ def diagnose(result) -> list[dict]:
             elif f["dataplane"] == "started dataplane":
                 text = "queue belongs to the dataplane: starts it (set_host_notifier, self-kick) and returns"
             else:
-                text = "dataplane already started: returns without touching the queue -> kick dropped"
+                dp = next((x for x in reversed(ev[:j]) if x.name == "dataplane_start"), None)
+                text = "dataplane already started" + (f" (by the {dp.fields['by']}, {dp.actor})" if dp else "") \
+                    + f": returns without touching the queue -> kick dropped, request #{want} lost"
             steps.append(_step(e, "QEMU", "virtio_blk_handle_output", text))
         elif e.name == "eventfd_set":
             steps.append(_step(e, "QEMU", "event_notifier_set", f"{f['why']}: sets {f['eventfd']!r}"))
@@ -116,7 +119,8 @@ def diagnose(result) -> list[dict]:
                                f"ioeventfd emulation skipped for {f['eventfd']!r}: {f['why']}"))
         elif e.name == "dataplane_start":
             steps.append(_step(e, "QEMU", "virtio_blk_data_plane_start",
-                               f"host notifier {f['host_notifier']!r} moved to {f['iothread']}"))
+                               f"started by this kick ({f['by']}): host notifier {f['host_notifier']!r} "
+                               f"moved to {f['iothread']}"))
         j += 1
     # What the serving side did after the notify.
     served = False
@@ -138,6 +142,43 @@ def diagnose(result) -> list[dict]:
             break
     if not served:
         steps += _unserved(result, ev, j, addr, notify_t, want)
+    return steps
+
+
+def _startup(ev, before: int) -> list[dict]:
+    """How the dataplane came to own the queue before request `before` was
+    posted: the start-up race of 2015 QEMU (virtio-pci creates the host
+    notifier signalled at DRIVER_OK; the main loop, once it has the BQL,
+    runs its handler, which starts the dataplane on an empty ring)."""
+    k = next((i for i in range(before) if ev[i].name == "dataplane_start"), None)
+    if k is None:
+        return []
+    dp = ev[k]
+    steps = []
+    init = next((e for e in reversed(ev[:k]) if e.name == "host_notifier_init"
+                 and e.fields["handler"] == "main loop"), None)
+    if init is not None:
+        steps.append(_step(init, "QEMU", "virtio_pci_set_host_notifier_internal",
+                           f"DRIVER_OK: {init.fields['eventfd']!r} created already signalled "
+                           f"(event_notifier_init(n, {init.fields['signalled']})), handler in the main loop"))
+    if dp.actor == "qemu-main":
+        wake = next((e for e in reversed(ev[:k]) if e.name == "main_loop_wakeup"), None)
+        lock = next((e for e in reversed(ev[:k]) if e.name == "bql_lock" and e.actor == "qemu-main"), None)
+        if wake is not None:
+            steps.append(_step(wake, "qemu-main", "os_host_main_loop_wait", "ppoll returns: the notifier is readable"))
+        if lock is not None:
+            steps.append(_step(lock, "qemu-main", "qemu_mutex_lock_iothread",
+                               "takes the BQL between two of the vcpu thread's exits"))
+    by = dp.fields["by"]
+    how = ("the start_ioeventfd hook at DRIVER_OK" if by.startswith("DRIVER_OK")
+           else f"handle_output ({by}{', no guest kick behind it' if by == 'start-up notifier' else ''})")
+    steps.append(_step(dp, "QEMU", "virtio_blk_data_plane_start",
+                       f"{how} starts the dataplane: {dp.fields['host_notifier']!r} moves to {dp.fields['iothread']}"))
+    first = next((e for e in ev[k:before] if e.name == "dataplane_handle_notify"), None)
+    if first is not None:
+        steps.append(_step(first, first.actor, "handle_notify",
+                           f"start-time self-kick: popped {first.fields['popped']} "
+                           + ("(SLOF has posted nothing yet)" if not first.fields["popped"] else "")))
     return steps
 
 

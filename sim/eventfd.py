@@ -44,8 +44,12 @@ class FdTable:
         self._next = 10
         self._files: dict[int, EventFd] = {}
 
-    def eventfd(self, label: str) -> EventFd:
+    def eventfd(self, label: str, initval: int = 0) -> EventFd:
+        """eventfd(initval, ...): a counter that starts at initval (QEMU's
+        event_notifier_init(e, active) passes active as initval). An initial
+        value is not a signal: `signals` stays 0."""
         efd = EventFd(self._next, label)
+        efd.count = initval
         self._files[efd.fd] = efd
         self._next += 1
         return efd

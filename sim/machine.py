@@ -6,6 +6,8 @@ QEMU's main loop and the IOThread are tasks; every cost is simulated time
 SLOF's 5-second timeouts cost no wall time.
 """
 
+import functools
+
 import trio
 import trio.testing
 
@@ -35,12 +37,19 @@ class RunResult:
         self.hung = hung
 
 
+@functools.lru_cache(maxsize=4)
+def _mkdisk_image(params: tuple) -> bytes:
+    """The built-in image for these [disk] parameters, built once per
+    process (a backend keeps its writes in an overlay, so boots can share it)."""
+    from sim.mkdisk import build_disk
+    return bytes(build_disk(**dict(params)))
+
+
 def open_disk(scn: Scenario, disk_override: str | None = None) -> BlockBackend:
     image = disk_override or scn.disk_image
     if image == "mkdisk":
-        from sim.mkdisk import build_disk
         try:
-            data = build_disk(**scn.mkdisk)
+            data = _mkdisk_image(tuple(sorted(scn.mkdisk.items())))
         except ValueError as exc:
             raise ScenarioError(f"{scn.path}: [disk]: {exc}") from None
         return BlockBackend.from_bytes(data, "mkdisk", writable=scn.disk_writable)
@@ -52,7 +61,8 @@ def open_disk(scn: Scenario, disk_override: str | None = None) -> BlockBackend:
 
 async def _boot(scn: Scenario, backend, trace, echo):
     ram = GuestRAM(scn.ram_mib << 20)
-    kernel = KernelConfig(scn.kernel_version, scn.kvm, scn.host_endian, scn.logical_ci_handlers)
+    kernel = KernelConfig(scn.kernel_version, scn.kvm, scn.host_endian, scn.logical_ci_handlers,
+                          overrides=scn.linux_overrides)
     vm = KvmVm(kernel, ram, trace, scn.costs)
     trace.emit("kvm", "vm_created", kernel=scn.kernel_version, flavour=scn.kvm,
                logical_ci_handlers=kernel.logical_ci_handlers, host_endian=scn.host_endian)

@@ -164,7 +164,7 @@ def summary(result) -> dict:
     reads = {e.fields["used_idx"]: e for e in completed}
     bytes_loaded = sum(r["count"] * 512 for r in block_requests(trace) if r["completed"] and r["type"] == "read")
     reqs = block_requests(trace)
-    first_stalled = next((i for i, r in enumerate(reqs) if not r["completed"]), None)
+    first_stalled = next((i for i, r in enumerate(reqs, 1) if not r["completed"]), None)   # request #n, from 1
     return {
         "scenario": result.scenario.name,
         "outcome": outcome(result),

@@ -8,8 +8,11 @@ import dataclasses
 import os
 import tomllib
 
-from firmware_model.slof.releases import UnknownRelease, release as slof_release
+from firmware_model.slof.releases import UnknownRelease as UnknownSlof, release as slof_release
 from sim.costs import Costs
+from sim.kvm import releases as linux_releases
+from sim.qemu import releases as qemu_releases
+from sim.releases import UnknownRelease
 from sim.qemu.releases import shipped_slof
 
 
@@ -94,13 +97,25 @@ class Scenario:
     slof: str = "20150313"     # SLOF tag (firmware_model/slof/releases.py); default: what the QEMU shipped
     costs: Costs = dataclasses.field(default_factory=Costs)
     expect: dict = dataclasses.field(default_factory=dict)
+    # Counterfactual release rows (field -> value), set by slofsim matrix only.
+    qemu_overrides: dict = dataclasses.field(default_factory=dict)
+    linux_overrides: dict = dataclasses.field(default_factory=dict)
 
 
-def _version(path: str, where: str, text: str) -> tuple[int, int]:
-    parts = text.split(".")
-    if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
-        raise ScenarioError(f"{path}: {where}: expected a version like \"4.1\", got {text!r}")
-    return int(parts[0]), int(parts[1])
+def release_defaults(qemu_version: tuple[int, int], overrides: dict | None = None) -> dict:
+    """What a scenario gets from its QEMU release when it does not say."""
+    rel = qemu_releases.behaviour(qemu_version).replaced(overrides or {})
+    return dict(enable_logical_ci=rel.enable_logical_ci, forward_userspace_kick=rel.userspace_kick != "handle_output",
+                emulate_ioeventfd=rel.emulate_ioeventfd, queue_size=rel.blk_queue_size)
+
+
+def _version(path: str, where: str, text: str, table) -> tuple[int, int]:
+    """A release the component's table models (sim.kvm.releases, sim.qemu.releases)."""
+    try:
+        return table.parse(text)
+    except UnknownRelease:
+        raise ScenarioError(f"{path}: {where}: {text!r} is not a modelled {table.TABLE.component} release; "
+                            f"expected one of {table.TABLE.names()}") from None
 
 
 def _check_types(path: str, data: dict) -> None:
@@ -143,7 +158,7 @@ def load(path: str) -> Scenario:
     s = Scenario(path=path, name=os.path.splitext(os.path.basename(path))[0],
                  description=data.get("description", ""))
     s.kernel_version = k.get("version", s.kernel_version)
-    _version(path, "[kernel] version", s.kernel_version)
+    _version(path, "[kernel] version", s.kernel_version, linux_releases)
     s.kvm = k.get("kvm", s.kvm)
     if s.kvm not in ("HV", "PR"):
         raise ScenarioError(f"{path}: [kernel] kvm: expected \"HV\" or \"PR\", got {s.kvm!r}")
@@ -151,15 +166,19 @@ def load(path: str) -> Scenario:
     if s.host_endian not in ("big", "little"):
         raise ScenarioError(f"{path}: [kernel] host_endian: expected \"big\" or \"little\", got {s.host_endian!r}")
     s.logical_ci_handlers = k.get("logical_ci_handlers")
-    s.qemu_version = _version(path, "[qemu] version", q.get("version", "2.3"))
-    s.enable_logical_ci = q.get("enable_logical_ci_hcalls", s.qemu_version >= (2, 4))
-    if s.enable_logical_ci and s.qemu_version < (2, 4):
+    s.qemu_version = _version(path, "[qemu] version", q.get("version", "2.3"), qemu_releases)
+    rel = qemu_releases.behaviour(s.qemu_version)
+    dflt = release_defaults(s.qemu_version)
+    s.enable_logical_ci = q.get("enable_logical_ci_hcalls", dflt["enable_logical_ci"])
+    if s.enable_logical_ci and not rel.enable_logical_ci:
         raise ScenarioError(f"{path}: [qemu] enable_logical_ci_hcalls: QEMU {q['version']} predates "
-                            "kvmppc_enable_logical_ci_hcalls (2.4); expected false or version >= 2.4")
-    # "virtio: notify virtqueue via host notifier when available" (4.2) and
-    # "memory: emulate ioeventfd" (2.5, 8c56c1a); overridable to show each alone.
-    s.forward_userspace_kick = q.get("forward_userspace_kick", s.qemu_version >= (4, 2))
-    s.emulate_ioeventfd = q.get("emulate_ioeventfd", s.qemu_version >= (2, 5))
+                            "kvmppc_enable_logical_ci_hcalls (2.4, 026bfd89); expected false or version >= 2.4")
+    # The kick that reaches virtio_queue_notify is forwarded to the host
+    # notifier from 2.8 for IOThread queues (handle_aio_output), widened in
+    # 4.2; "memory: emulate ioeventfd" (2.5, 8c56c1a). Overridable to show
+    # each alone.
+    s.forward_userspace_kick = q.get("forward_userspace_kick", dflt["forward_userspace_kick"])
+    s.emulate_ioeventfd = q.get("emulate_ioeventfd", dflt["emulate_ioeventfd"])
     # virtio-pci disable-modern: true is a legacy-only device (the model's
     # default, whatever the version, so scenarios stay legacy unless they
     # ask); false is transitional (legacy BAR 0 plus the virtio 1.0
@@ -169,7 +188,7 @@ def load(path: str) -> Scenario:
         raise ScenarioError(f"{path}: [qemu] disable-modern: given twice (as disable_modern and "
                             "disable-modern); expected one")
     s.disable_modern = q.get("disable_modern", q.get("disable-modern", True))
-    if not s.disable_modern and s.qemu_version < (2, 4):
+    if not s.disable_modern and not rel.modern:
         raise ScenarioError(f"{path}: [qemu] disable_modern: QEMU {q['version']} has no virtio 1.0 "
                             "(modern virtio-pci came in 2.4); expected true or version >= 2.4")
     s.iothread = d.get("iothread", False)
@@ -177,8 +196,7 @@ def load(path: str) -> Scenario:
     if s.iothread and not s.ioeventfd:
         raise ScenarioError(f"{path}: [device] iothread: an iothread needs ioeventfd (the dataplane is "
                             "woken only by its host notifier); expected ioeventfd = true")
-    # virtio-blk's queue-size default became 256 in QEMU 5.0.
-    s.queue_size = d.get("queue_size", 256 if s.qemu_version >= (5, 0) else 128)
+    s.queue_size = d.get("queue_size", dflt["queue_size"])
     if not 1 <= s.queue_size <= 1024 or s.queue_size & (s.queue_size - 1):
         raise ScenarioError(f"{path}: [device] queue_size: expected a power of two up to 1024, got {s.queue_size}")
     s.ram_mib = m.get("ram_mib", s.ram_mib)
@@ -208,7 +226,7 @@ def load(path: str) -> Scenario:
     s.slof = fw.get("slof", shipped).removeprefix("qemu-slof-")
     try:
         row = slof_release(s.slof)
-    except UnknownRelease as exc:
+    except UnknownSlof as exc:
         raise ScenarioError(f"{path}: [firmware] slof: {exc}") from None
     if not row.reads_qemu_pci_nodes and slof_release(shipped).reads_qemu_pci_nodes:
         # be9b2fa was made for QEMU's new PCI device nodes (its message), so a

@@ -52,6 +52,17 @@ async def settle() -> None:
         await trio.sleep(owed)
 
 
+async def sync() -> None:
+    """Settle only if another task could act before this task's time (one
+    is runnable, or one sleeps until earlier): what this task does next is
+    then ordered correctly against everything the others do."""
+    owed = _owed.get()
+    if owed:
+        st = trio.lowlevel.current_statistics()
+        if st.tasks_runnable or st.seconds_to_next_deadline <= owed:
+            await settle()
+
+
 async def checkpoint() -> None:
     if _owed.get() >= QUANTUM:
         await settle()

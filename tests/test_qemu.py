@@ -32,7 +32,7 @@ from sim.abi.kvm import (
 from sim.abi.virtio import VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN
 from sim.eventfd import FdTable
 from sim.qemu.memory import MemoryRegion
-from sim.board.spapr import Console, SpaprMachine
+from sim.board.spapr import SPAPR_PCI_BASE_BUID, Console, SpaprMachine, rtas_pci_cfgaddr
 from sim.ram import GuestRAM
 from sim.scenario import Scenario
 from sim.trace import Trace
@@ -355,7 +355,30 @@ async def test_without_iothread_a_userspace_kick_is_served_in_the_vcpu_thread(au
     assert req.status() == VIRTIO_BLK_S_OK and req.data() == DISK[2 * SECTOR:3 * SECTOR]
 
 
+async def test_main_loop_first_the_start_up_notifier_starts_the_dataplane_and_drops_the_first_kick(autojump_clock):
+    """2.1-2.4: DRIVER_OK creates the host notifier already signalled; when
+    the main loop runs before the guest's first kick, its handler starts the
+    dataplane on an empty ring and that first kick is dropped."""
+    mach = Machine(iothread=True)
+    mach.virtio_init()
+    (init,) = [e for e in mach.trace.named("host_notifier_init") if e.fields["handler"] == "main loop"]
+    assert init.fields["signalled"] == 1
+    async with running(mach):
+        await trio.sleep(0.001)                                  # the main loop wakes, takes the BQL
+        (dp,) = mach.trace.named("dataplane_start")
+        assert dp.actor == "qemu-main" and dp.fields["by"] == "start-up notifier"
+        req = mach.request(1).publish()
+        mach.kick()
+        ho = mach.trace.named("virtio_blk_handle_output")[-1]
+        assert ho.fields["dataplane"] == "already started: kick dropped"
+        assert not await wait_used(mach.ring, 1, timeout=5.0)
+    assert req.status() == 0xEE
+
+
 async def test_first_userspace_kick_only_starts_the_dataplane_whose_self_kick_serves_the_ring(autojump_clock):
+    """The vcpu's kick before the main loop ran: handle_output starts the
+    dataplane; deassigning the main-loop notifier tests and clears its
+    start-up signal and runs handle_output again, which returns (starting)."""
     mach = Machine(iothread=True)
     mach.virtio_init()
     main_fd = mach.blk.vqs[0].host_notifier.fd
@@ -363,8 +386,9 @@ async def test_first_userspace_kick_only_starts_the_dataplane_whose_self_kick_se
         reqs = [mach.request(s, slot=s).publish() for s in (1, 2)]   # both in the ring before the kick
         mach.kick()
         # handle_output did not process the queue in the vcpu thread...
-        (ho,) = mach.trace.named("virtio_blk_handle_output")
+        inner, ho = mach.trace.named("virtio_blk_handle_output")
         assert ho.fields["processed"] is False and ho.fields["dataplane"] == "started dataplane"
+        assert inner.fields["via"] == "start-up notifier" and inner.fields["dataplane"] == "starting: returns"
         assert mach.trace.named("blk_request") == [] and mach.ring.used_idx() == 0
         assert mach.blk.dataplane.started
         # ...it moved the ioeventfd from the main loop to the dataplane's notifier.
@@ -389,7 +413,8 @@ async def test_later_userspace_kick_is_dropped_only_the_eventfd_wakes_the_iothre
         second = mach.request(3, slot=1).publish()
         mach.kick()                                           # h_logical_store -> handle_output
         ho = mach.trace.named("virtio_blk_handle_output")[-1]
-        assert ho.fields == dict(queue=0, dataplane="already started: kick dropped", processed=False)
+        assert ho.fields == dict(queue=0, dataplane="already started: kick dropped", processed=False,
+                                 via="userspace")
         assert not await wait_used(mach.ring, 2, timeout=5.0)  # the 2015 stall
         assert second.status() == 0xEE
         mach.blk.dataplane.host_notifier.signal()             # what an in-kernel ioeventfd hit does
@@ -455,3 +480,35 @@ async def test_region_lookup_uses_the_io_window_alias(autojump_clock):
     r = mach.m.address_space.lookup(mach.bar + QUEUE_NOTIFY)
     assert r is not None and r.mr is mach.proxy.bar
     assert isinstance(r.mr, MemoryRegion) and r.mr.ops.endianness == "little"
+
+
+# == RTAS config access: rtas_pci_cfgaddr and spapr_pci_find_dev ============
+
+@pytest.mark.parametrize("arg, reg", [(0x0000_0004, 0x004), (0x0000_08FC, 0x0FC), (0x1000_0010, 0x110),
+                                      (0xF000_00FF, 0xFFF), (0x0F00_00FF, 0x0FF), (0xF0FF_FF00, 0xF00)])
+def test_rtas_pci_cfgaddr_takes_the_extended_register_bits_from_31_28(arg, reg):
+    assert rtas_pci_cfgaddr(arg) == reg
+
+
+async def test_rtas_config_access_decodes_bus_devfn_and_register(autojump_clock):
+    mach = Machine()
+    buid = (SPAPR_PCI_BASE_BUID >> 32, SPAPR_PCI_BASE_BUID & 0xFFFFFFFF)
+    read = lambda addr, size=2: mach.m.rtas_call(papr.RTAS_IBM_READ_PCI_CONFIG, [addr, *buid, size], 2)
+    assert read(0x0000_0000) == [0, 0x1AF4]                  # bus 0, devfn 0, vendor id
+    assert read(0x0001_0000)[0] == 0xFFFFFFFF                # bus 1: no such device
+    assert read(0x0000_0800)[0] == 0xFFFFFFFF                # devfn 8 (slot 1): empty
+    assert read(0x1000_0000)[0] == 0xFFFFFFFF                # register 0x100: past conventional config space
+    assert read(0x0000_0001)[0] == 0xFFFFFFFF                # misaligned
+
+
+async def test_kvm_exit_unknown_stops_the_vm_with_qemus_message(autojump_clock):
+    """kvm_cpu_exec, case KVM_EXIT_UNKNOWN: "KVM: unknown exit, hardware
+    reason %" PRIx64, then vm_stop(RUN_STATE_INTERNAL_ERROR)."""
+    from sim.abi.kvm import KVM_EXIT_UNKNOWN
+    from sim.kvm.vcpu import KvmRun
+    mach = Machine()
+    run = KvmRun()
+    run.exit_reason = KVM_EXIT_UNKNOWN
+    assert mach.m._handle_exit(run)["run_state"] == "internal-error"
+    (stop,) = mach.trace.named("vm_stop")
+    assert stop.fields["why"] == "KVM: unknown exit, hardware reason 0"

@@ -2,7 +2,7 @@
 
 Builds RAM, the PHB with its I/O and MMIO windows, one virtio-blk-pci on
 the PHB, the main loop and an optional IOThread; enables the in-kernel
-H_LOGICAL_CI_* hcalls when QEMU is new enough (2.4, 026bfd89); then runs
+H_LOGICAL_CI_* hcalls when the scenario asks (2.4+, 026bfd89); then runs
 the vcpu thread (kvm_cpu_exec): KVM_RUN, handle the exit, repeat.
 """
 
@@ -11,14 +11,16 @@ import trio
 from sim import vtime
 from sim.abi import papr
 from sim.abi import kvm as uapi
-from sim.abi.kvm import KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL
+from sim.abi.kvm import KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL, KVM_EXIT_UNKNOWN
 from sim.kvm.vcpu import SIM_GUEST_IDLE
 from sim.qemu.aio import AioContext
+from sim.qemu.main_loop import Bql
+from sim.qemu import releases as qemu_releases
 from sim.qemu.kvm_all import KvmMemoryListener, kvm_ioeventfd_any_length_enabled, kvmppc_enable_logical_ci_hcalls
 from sim.qemu.memory import AddressSpace, MemoryCore, MemoryRegion
 from sim.board.spapr_hcall import SpaprHcalls
 from devices.dataplane import VirtIOBlockDataPlane
-from devices.pci import PCIBus
+from devices.pci import PCI_CONFIG_SPACE_SIZE, PCIBus
 from devices.virtio_blk import VirtIOBlock
 from devices.virtio_pci import VirtIOPCIProxy
 from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK
@@ -33,18 +35,24 @@ SPAPR_IRQ_MSI = 0x1300
 KERNEL_LOAD_ADDR = 0x400000              # FW_MAX_SIZE: where QEMU puts a -kernel image
 
 
-def phb_windows(qemu_version: tuple[int, int]) -> dict:
+def phb_windows(placement: bool) -> dict:
     """PHB 0's windows: the 2.1-2.7 fixed layout, or spapr_phb_placement (2.8+),
     which adds a 64-bit MMIO window whose PCI address is its CPU address
     (mem64_win_pciaddr defaults to mem64_win_addr; real SLOF put the modern
     virtio BAR 4 at 0x210000000000, real-slof/tr-modern-*_pcicfg.csv)."""
-    if qemu_version >= (2, 8):
+    if placement:
         base = 1 << 45
         return dict(io=(base, 0x10000), mem=(base + (1 << 31), (1 << 32) - 0x80000000),
                     mem64=(base + (1 << 40), 1 << 40))
     windows_base = 0x10000000000                 # SPAPR_PCI_WINDOW_BASE, index 0
     return dict(io=(windows_base + 0x80000000, 0x10000),      # SPAPR_PCI_IO_WIN_OFF/SIZE
                 mem=(windows_base + 0xA0000000, 0x1000000000 - SPAPR_PCI_MEM_WIN_BUS_OFFSET))
+
+
+def rtas_pci_cfgaddr(arg: int) -> int:
+    """rtas_pci_cfgaddr (hw/ppc/spapr_pci.c): the register number, with the
+    extended-config bits 31:28 of the RTAS config address as bits 11:8."""
+    return ((arg >> 20) & 0xF00) | (arg & 0xFF)
 
 
 class Console:
@@ -79,7 +87,8 @@ class SpaprMachine:
         self.core = MemoryCore(trace, emulate_ioeventfd=cfg.emulate_ioeventfd, kvm_eventfds_enabled=True)
         system = MemoryRegion("system", 1 << 64)
         system.add_subregion(0, MemoryRegion("ppc_spapr.ram", ram.size, ram=ram))
-        win = phb_windows(cfg.qemu_version)
+        rel = qemu_releases.behaviour(cfg.qemu_version).replaced(cfg.qemu_overrides)
+        win = phb_windows(rel.phb_placement)
         self.io_win_addr = win["io"][0]
         iospace = MemoryRegion("pci-io", win["io"][1])
         memspace = MemoryRegion("pci-mem", 1 << 64)
@@ -99,20 +108,21 @@ class SpaprMachine:
         if "mem64" in win:
             self.phb_node["mem64_window"] = (win["mem64"][0], win["mem64"][0], win["mem64"][1])
         # Threads with an event loop.
-        self.main_ctx = AioContext("qemu-main", trace, costs)
+        self.bql = Bql(trace)
+        self.main_ctx = AioContext("qemu-main", trace, costs, bql=self.bql)
         self.iothread_ctx = AioContext("iothread", trace, costs) if cfg.iothread else None
         # The disk: -device virtio-blk-pci,drive=...,iothread=io1
         self.bus = PCIBus(iospace, memspace, trace)
-        self.blk = VirtIOBlock(backend, ram, trace, costs, qemu_version=cfg.qemu_version,
-                               queue_size=cfg.queue_size)
+        self.blk = VirtIOBlock(backend, ram, trace, costs, release=rel, queue_size=cfg.queue_size)
         self.blk.main_ctx = self.main_ctx
-        self.blk.forward_kick_to_host_notifier = cfg.forward_userspace_kick
+        if cfg.forward_userspace_kick:   # the release's forwarding, or 2.8's on an older QEMU
+            self.blk.userspace_kick = rel.userspace_kick if rel.userspace_kick != "handle_output" else "iothread"
         # disable-modern=off gives a transitional device; page-per-vq is on
         # for machine types up to 2.7 (HW_COMPAT_2_7); the any-length notify
         # ioeventfd needs KVM_CAP_IOEVENTFD_ANY_LENGTH (QEMU 2.5+ asks).
         self.proxy = VirtIOPCIProxy(self.blk, PCI_DEVICE_ID_VIRTIO_BLOCK, ioeventfd=cfg.ioeventfd, qemu=self,
-                                    modern=not cfg.disable_modern, page_per_vq=cfg.qemu_version < (2, 8),
-                                    fast_mmio=not cfg.disable_modern and cfg.qemu_version >= (2, 5)
+                                    modern=not cfg.disable_modern, page_per_vq=rel.page_per_vq,
+                                    fast_mmio=not cfg.disable_modern and rel.any_length_notify
                                     and kvm_ioeventfd_any_length_enabled(vm))
         self.bus.plug(0, self.proxy)
         if self.iothread_ctx is not None:
@@ -172,8 +182,10 @@ class SpaprMachine:
 
     # -- services the devices use (event notifiers, INTx) -----------------
 
-    def event_notifier_init(self, label: str):
-        return self.fds.eventfd(label)
+    def event_notifier_init(self, label: str, active: bool = False):
+        """event_notifier_init(e, active): an eventfd whose counter starts
+        at 1 when active (already signalled)."""
+        return self.fds.eventfd(label, int(active))
 
     def pci_set_irq(self, dev, level: int) -> None:
         """INTx through the PHB's LSI to the in-kernel XICS (KVM_IRQ_LINE)."""
@@ -182,15 +194,23 @@ class SpaprMachine:
 
     # -- RTAS: ibm,read-pci-config / ibm,write-pci-config ------------------
 
+    def spapr_pci_find_dev(self, buid: int, config_addr: int):
+        """spapr_pci_find_dev: the PHB by BUID, then bus (config_addr >> 16)
+        & 0xff and devfn (config_addr >> 8) & 0xff on it; the one PHB has
+        only its root bus, 0."""
+        if buid != SPAPR_PCI_BASE_BUID or (config_addr >> 16) & 0xFF:
+            return None
+        return self.bus.devices.get((config_addr >> 8) & 0xFF)
+
     def rtas_call(self, token: int, args: list[int], nret: int) -> list[int]:
         if token in (papr.RTAS_IBM_READ_PCI_CONFIG, papr.RTAS_IBM_WRITE_PCI_CONFIG):
             if len(args) < 4:
                 return [-3 & 0xFFFFFFFF]
             addr, buid, size = args[0], (args[1] << 32) | args[2], args[3]
-            dev = self.bus.devices.get((addr >> 8) & 0xFF) if buid == SPAPR_PCI_BASE_BUID else None
-            reg = addr & 0xFFF
-            if dev is None or size not in (1, 2, 4) or reg % size:
-                return [-1 & 0xFFFFFFFF, 0]   # RTAS_OUT_HW_ERROR / bad parameter
+            dev = self.spapr_pci_find_dev(buid, addr)
+            reg = rtas_pci_cfgaddr(addr)
+            if dev is None or size not in (1, 2, 4) or reg % size or reg >= PCI_CONFIG_SPACE_SIZE:
+                return [-1 & 0xFFFFFFFF, 0]   # RTAS_OUT_HW_ERROR
             if token == papr.RTAS_IBM_READ_PCI_CONFIG:
                 value = dev.config_read(reg, size)
                 self.trace.emit("qemu-vcpu", "pci_cfg_read", reg=reg, size=size, value=value)
@@ -221,7 +241,7 @@ class SpaprMachine:
             return [-3 & 0xFFFFFFFF]
         config_addr, buid, func, req_num = args[0], (args[1] << 32) | args[2], args[3], args[4]
         seq = args[5] if len(args) > 5 else 0
-        dev = self.bus.devices.get((config_addr >> 8) & 0xFF) if buid == SPAPR_PCI_BASE_BUID else None
+        dev = self.spapr_pci_find_dev(buid, config_addr)
         if func != papr.RTAS_CHANGE_MSIX_FN or dev is None or not hasattr(dev, "msix_set_message"):
             return [-3 & 0xFFFFFFFF]
         if req_num == 0:
@@ -256,26 +276,40 @@ class SpaprMachine:
 
     async def kvm_cpu_exec(self, vcpu) -> object:
         """qemu_kvm_cpu_thread_fn / kvm_cpu_exec: returns the guest model's result."""
-        trace, costs = self.trace, self.costs
         while True:
             run = await vcpu.ioctl_run()
             if run.exit_reason == SIM_GUEST_IDLE:
                 return run.guest_result
-            if run.exit_reason == KVM_EXIT_PAPR_HCALL:
-                hc = run.papr_hcall
-                vtime.charge(costs.qemu_dispatch)
-                hc.ret = self.hcalls.spapr_hypercall(hc.nr, hc.args)
-                trace.emit("qemu-vcpu", "hcall_done", nr=hc.nr, ret=hc.ret, r4=hc.args[0], in_kernel=False)
-            elif run.exit_reason == KVM_EXIT_MMIO:
-                self.handle_mmio_exit(run)
-            else:
-                # kvm_arch_handle_exit (target-ppc/kvm.c), default case:
-                # "KVM: unknown exit reason %d", ret = -1; kvm_cpu_exec then
-                # does vm_stop(RUN_STATE_INTERNAL_ERROR): the guest stops.
-                trace.emit("qemu-vcpu", "vm_stop", state="internal-error",
-                           why=f"KVM: unknown exit reason {run.exit_reason}")
-                return {"stage": "vm stopped", "run_state": "internal-error",
-                        "exit_reason": run.exit_reason}
+            # kvm_cpu_exec: KVM_RUN returned; the exit is handled under the
+            # BQL, released before the next KVM_RUN.
+            await self.bql.lock("qemu-vcpu")
+            result = self._handle_exit(run)
+            self.bql.unlock("qemu-vcpu")
+            if result is not None:
+                return result
+
+    def _handle_exit(self, run):
+        """kvm_cpu_exec's switch on exit_reason (kvm_arch_handle_exit for
+        the ppc ones); a result stops the vcpu thread."""
+        if run.exit_reason == KVM_EXIT_PAPR_HCALL:
+            hc = run.papr_hcall
+            vtime.charge(self.costs.qemu_dispatch)
+            hc.ret = self.hcalls.spapr_hypercall(hc.nr, hc.args)
+            self.trace.emit("qemu-vcpu", "hcall_done", nr=hc.nr, ret=hc.ret, r4=hc.args[0], in_kernel=False)
+            return None
+        if run.exit_reason == KVM_EXIT_MMIO:
+            self.handle_mmio_exit(run)
+            return None
+        if run.exit_reason == KVM_EXIT_UNKNOWN:
+            # accel/kvm/kvm-all.c kvm_cpu_exec, case KVM_EXIT_UNKNOWN; book3s
+            # HV/PR preset the exit reason and never fill hw.hardware_exit_reason.
+            why = f"KVM: unknown exit, hardware reason {run.hardware_exit_reason:x}"
+        else:
+            # kvm_arch_handle_exit (target/ppc/kvm.c), default case.
+            why = f"KVM: unknown exit reason {run.exit_reason}"
+        # ret = -1: kvm_cpu_exec does vm_stop(RUN_STATE_INTERNAL_ERROR).
+        self.trace.emit("qemu-vcpu", "vm_stop", state="internal-error", why=why)
+        return {"stage": "vm stopped", "run_state": "internal-error", "exit_reason": run.exit_reason}
 
     def handle_mmio_exit(self, run) -> None:
         """kvm_cpu_exec, case KVM_EXIT_MMIO: address_space_rw(&address_space_memory,

@@ -12,6 +12,7 @@ from sim.abi.virtio import (
     VIRTIO_BLK_T_BARRIER, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
     VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 )
+from sim.qemu import releases as qemu_releases
 from sim.scenario import Scenario
 
 M64 = (1 << 64) - 1
@@ -387,9 +388,11 @@ class Config:
 
     def scenario(self, queue_size: int) -> Scenario:
         q = self.qemu
+        rel = qemu_releases.behaviour(q)
         return Scenario(path="<fuzz>", name=f"fuzz-{self.name}", kernel_version=self.kernel, kvm=self.kvm,
-                        host_endian=self.host_endian, qemu_version=q, enable_logical_ci=q >= (2, 4),
-                        forward_userspace_kick=q >= (4, 2), emulate_ioeventfd=q >= (2, 5),
+                        host_endian=self.host_endian, qemu_version=q, enable_logical_ci=rel.enable_logical_ci,
+                        forward_userspace_kick=rel.userspace_kick != "handle_output",
+                        emulate_ioeventfd=rel.emulate_ioeventfd,
                         iothread=self.iothread, ioeventfd=True, queue_size=queue_size, ram_mib=RAM_MIB,
                         disable_modern=not self.modern)
 

@@ -19,16 +19,17 @@ LOGICAL_CI = (papr.H_LOGICAL_CI_LOAD, papr.H_LOGICAL_CI_STORE)
 # bitmap has MAX/4 + 1 bits.
 MAX_HCALL_OPCODE = papr.H_SET_MODE
 
-# kvmppc_hcall_impl_hv (+ _realmode) and kvmppc_hcall_impl_pr, without the
-# logical-CI pair, which only kernels with commit 99342cf (4.1) implement.
+# kvmppc_hcall_impl_hv (+ _realmode) and kvmppc_hcall_impl_pr as of 4.0,
+# without the logical-CI pair (99342cf, 4.1) and the multi-TCE pair
+# (H_PUT_TCE_INDIRECT, H_STUFF_TCE: d3695aa4f452, 4.6), which come and go
+# with the release (sim.kvm.releases).
 IMPL = {
     "HV": frozenset({H_CEDE, H_PROD, H_CONFER, H_REGISTER_VPA, papr.H_SET_MODE,
                      H_REMOVE, H_ENTER, H_READ, H_PROTECT, H_BULK_REMOVE, H_CLEAR_REF,
-                     H_CLEAR_MOD, H_SET_DABR, H_SET_XDABR, H_GET_TCE, H_PUT_TCE,
-                     H_PUT_TCE_INDIRECT, H_STUFF_TCE, *XICS}),
-    "PR": frozenset({H_ENTER, H_REMOVE, H_PROTECT, H_BULK_REMOVE, H_PUT_TCE,
-                     H_PUT_TCE_INDIRECT, H_STUFF_TCE, H_CEDE, *XICS}),
+                     H_CLEAR_MOD, H_SET_DABR, H_SET_XDABR, H_GET_TCE, H_PUT_TCE, *XICS}),
+    "PR": frozenset({H_ENTER, H_REMOVE, H_PROTECT, H_BULK_REMOVE, H_PUT_TCE, H_CEDE, *XICS}),
 }
+TCE_MULTI = (H_PUT_TCE_INDIRECT, H_STUFF_TCE)
 # default_hcall_list: "all hcalls that were implemented before the
 # hcall-enabling facility was added". H_LOGICAL_CI_* are in neither list.
 DEFAULT_ENABLED = {

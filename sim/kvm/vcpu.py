@@ -38,10 +38,11 @@ class KvmRun:
     """struct kvm_run, the fields book3s uses. The mmio member is kept as
     the bytes of its C layout (sim.abi.kvm.kvm_run_mmio, host-endian
     fields), so QEMU reads it the way it reads the mmap'd page."""
-    __slots__ = ("exit_reason", "papr_hcall", "guest_result", "mmio", "_layout")
+    __slots__ = ("exit_reason", "papr_hcall", "guest_result", "mmio", "hardware_exit_reason", "_layout")
 
     def __init__(self, host_big_endian: bool = True):
         self.exit_reason = 0
+        self.hardware_exit_reason = 0   # run->hw: book3s never fills it
         self.papr_hcall = PaprHcall()
         self.guest_result = None
         self._layout = KVM_RUN_MMIO[host_big_endian]

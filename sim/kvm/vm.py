@@ -7,7 +7,7 @@ bytes, built and parsed with the uapi layouts, as they do in C.
 
 from sim.abi import kvm as uapi
 from sim.abi.kvm import EINVAL, errno_name
-from sim.kvm import book3s
+from sim.kvm import book3s, releases
 from sim.eventfd import FdTable
 from sim.kvm.ioeventfd import kvm_ioeventfd
 from sim.kvm.iobus import KvmIoBus
@@ -16,24 +16,18 @@ from sim.kvm.xics import KvmXics
 
 
 class KernelConfig:
-    """What the host kernel offers."""
+    """What the host kernel offers: its release's row of sim.kvm.releases."""
 
     def __init__(self, version: str, flavour: str, host_endian: str = "big",
-                 logical_ci_handlers: bool | None = None):
+                 logical_ci_handlers: bool | None = None, overrides: dict | None = None):
         self.version = version
         self.flavour = flavour
         self.host_endian = host_endian
-        major, minor = (int(x) for x in version.split(".")[:2])
-        # kvmppc_h_logical_ci_load/store arrived with commit 99342cf, Linux 4.1.
-        self.logical_ci_handlers = (major, minor) >= (4, 1) if logical_ci_handlers is None else logical_ci_handlers
-        # KVM_CAP_IOEVENTFD_ANY_LENGTH (122) sits between 121 and 123, both
-        # Linux 4.4-4.5 numbers: taken as 4.4 (unverified).
-        self.ioeventfd_any_length = (major, minor) >= (4, 4)
-        # kvmppc_emulate_mmio, case EMULATE_FAIL: the program interrupt is
-        # queued (kvmppc_emulate_loadstore) but the result is RESUME_HOST,
-        # i.e. KVM_RUN returns with KVM_EXIT_UNKNOWN, until a 2022 patch
-        # (F. Rosas) made it RESUME_GUEST; taken as 5.18 (release unverified).
-        self.emulation_failure_exits = (major, minor) < (5, 18)
+        rel = releases.behaviour(releases.parse(version)).replaced(overrides or {})
+        self.logical_ci_handlers = rel.logical_ci if logical_ci_handlers is None else logical_ci_handlers
+        self.ioeventfd_any_length = rel.ioeventfd_any_length
+        self.tce_multi = rel.tce_multi
+        self.emulation_failure_exits = rel.emulation_failure_exits
 
 
 class KvmVm:
@@ -64,6 +58,8 @@ class KvmVm:
         """kvm_ops->hcall_implemented."""
         if nr in book3s.LOGICAL_CI:
             return self.kernel_has_logical_ci
+        if nr in book3s.TCE_MULTI:
+            return self.kernel.tce_multi
         return nr in book3s.IMPL[self.flavour]
 
     def create_vcpu(self, cpu) -> Vcpu:

@@ -3,7 +3,14 @@
 The main loop and each IOThread run one. A context sleeps in ppoll until an
 eventfd it watches becomes readable or a bottom half is scheduled, then
 dispatches the handlers in its own thread. A handler for an eventfd runs
-once per wake-up however many signals arrived (the count coalesces).
+once per wake-up however many signals arrived (the count coalesces). The
+main loop's context dispatches under the BQL (sim.qemu.main_loop), taken
+after the wake-up; a handler removed meanwhile does not run.
+
+A handler added while the context sleeps in ppoll is not in that poll's fd
+set: adding it wakes the context (aio_notify / qemu_notify_event), which
+goes round once more -- rebuilds the set, polls again (the fd is already
+readable, so ppoll returns at once) -- before it dispatches the new fd.
 """
 
 from collections import deque
@@ -14,10 +21,12 @@ from sim import vtime
 
 
 class AioContext:
-    def __init__(self, actor: str, trace, costs):
+    def __init__(self, actor: str, trace, costs, bql=None):
         self.actor = actor
         self.trace = trace
         self.costs = costs
+        self.bql = bql          # the main loop's: dispatch under the BQL
+        self._wakeup = costs.main_loop_wakeup if bql is not None else costs.thread_wakeup
         self._handlers = {}
         self._wakers = {}
         self._ready = deque()
@@ -25,6 +34,8 @@ class AioContext:
         self._ready_at = 0.0   # the waker's clock: when the work became ready
         self.nursery = None
         self.wakeups = 0
+        self._parked = False
+        self._late = set()     # fds added, already readable, while parked in ppoll
 
     def set_event_notifier(self, efd, handler) -> None:
         """aio_set_event_notifier(ctx, e, handler); None removes it."""
@@ -43,6 +54,8 @@ class AioContext:
         self._wakers[efd] = waker
         efd.wait_queue.append(waker)
         if efd.count:
+            if self._parked:
+                self._late.add(efd)
             waker()
 
     def schedule(self, fn) -> None:
@@ -56,16 +69,33 @@ class AioContext:
         self.nursery.start_soon(async_fn, *args)
 
     async def run(self) -> None:
-        ready, handlers = self._ready, self._handlers
+        ready, handlers, late = self._ready, self._handlers, self._late
         while True:
-            while not ready:
-                await self._lot.park()
-            vtime.catch_up(self._ready_at)
-            vtime.charge(self.costs.thread_wakeup)
-            await vtime.settle()
+            if ready:
+                # ppoll over the rebuilt set returns at once: ASSUMPTION,
+                # a syscall and a dispatch pass, charged as qemu_dispatch.
+                vtime.charge(self.costs.qemu_dispatch)
+            else:
+                self._parked = True
+                while not ready:
+                    await self._lot.park()
+                self._parked = False
+                vtime.catch_up(self._ready_at)
+                vtime.charge(self._wakeup)
             self.wakeups += 1
+            await vtime.settle()
+            bql = self.bql
+            if bql is not None:
+                self.trace.emit(self.actor, "main_loop_wakeup", ready=[_name(x) for x in ready])
+                await bql.lock(self.actor, trace_it=True)
+            if late:
+                self.trace.emit(self.actor, "poll_set_rebuilt", new=[_name(x) for x in late])
+            deferred = []
             while ready:
                 item = ready.popleft()
+                if item in late:        # not in the poll set this wake-up came from
+                    deferred.append(item)
+                    continue
                 if callable(item) and item not in handlers:
                     item()
                     continue
@@ -73,3 +103,11 @@ class AioContext:
                 if handler is not None and item.count:
                     self.trace.emit(self.actor, "eventfd_read", eventfd=item.label, count=item.count)
                     handler()
+            late.clear()
+            ready.extend(deferred)
+            if bql is not None:
+                bql.unlock(self.actor, trace_it=True)
+
+
+def _name(item) -> str:
+    return item.label if hasattr(item, "label") else "bottom half"

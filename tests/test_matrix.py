@@ -1,0 +1,55 @@
+"""slofsim matrix: one boot per class of releases, the map and its boundaries."""
+
+import json
+
+import pytest
+
+from sim import matrix
+from sim.cli import main
+from sim.kvm import releases as linux
+from sim.qemu import releases as qemu
+
+ONE = (("HV", True, False),)     # HV, iothread, legacy: the 2015 configuration
+
+
+@pytest.fixture
+def one_config(monkeypatch):
+    monkeypatch.setattr(matrix, "CONFIGS", ONE)
+
+
+def test_classes_partition_the_releases_at_the_table_rows():
+    qc = matrix.classes(qemu.TABLE, matrix.keys(ONE[0])[0])
+    assert [v for c in qc for v in c] == list(qemu.RELEASES)
+    starts = [c[0] for c in qc]
+    assert (2, 4) in starts and (2, 8) in starts and (4, 2) in starts and (2, 7) not in starts
+    lc = matrix.classes(linux.TABLE, matrix.keys(ONE[0])[1])
+    assert [c[0] for c in lc] == [(3, 17), (4, 1), (5, 18)]   # 4.4 (any-length) only matters for modern
+
+
+def test_the_2015_configuration_stalls_exactly_where_both_halves_are_missing(one_config):
+    m = matrix.run(jobs=2)
+    out = m["outcome"]
+    for q in qemu.RELEASES:
+        for k in linux.RELEASES:
+            stalls = (q < (2, 8)) and not (qemu.behaviour(q).enable_logical_ci and linux.behaviour(k).logical_ci)
+            assert out[(q, k, ONE[0])][0] == ("stalled" if stalls else "booted"), (q, k)
+    found = {(e["axis"], e["release"]): e for e in m["boundaries"]}
+    assert [r.field for r in found[("QEMU", (2, 4))]["rows"]] == ["enable_logical_ci"]
+    assert [r.field for r in found[("Linux", (4, 1))]["rows"]] == ["logical_ci"]
+    # 2.8 changes several rows; setting each back alone shows which one matters
+    causes = found[("QEMU", (2, 8))]["causes"]
+    assert causes["userspace_kick"] is True and causes["dataplane_start"] is False
+    assert causes["phb_placement"] is False
+    ablations = sum(len(e["rows"]) for e in m["boundaries"])
+    assert m["boots"] == len(matrix.classes(qemu.TABLE, matrix.keys(ONE[0])[0])) * 3 + ablations
+
+
+def test_matrix_cli_json(one_config, capsys):
+    assert main(["matrix", "--json", "-j", "1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    cfg = "HV iothread legacy"
+    assert doc["configs"] == [cfg]
+    assert doc["map"][cfg]["4.0"]["2.3"] == "stalled" and doc["map"][cfg]["4.1"]["2.4"] == "booted"
+    assert doc["map"][cfg]["4.0"]["2.8"] == "booted"
+    b = {(x["axis"], x["release"]): x for x in doc["boundaries"]}
+    assert b[("QEMU", "2.4")]["rows"][0]["commit"].startswith("026bfd89") and b[("QEMU", "2.4")]["rows"][0]["cause"]
