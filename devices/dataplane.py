@@ -52,6 +52,11 @@ class VirtIOBlockDataPlane:
         self.started = False
         self.host_notifier = None
         self.trace.emit(actor, "dataplane_stop", device=self.vdev.name)
+        # "Drain and switch bs back to the QEMU main loop": blk_set_aio_context
+        # drains before it moves the disk off the IOThread (2.4:
+        # bdrv_set_aio_context -> bdrv_drain_all; 7.2: bdrv_try_change_aio_context,
+        # only when the context changes, which it does with an iothread).
+        self.vdev.transport.qemu.bdrv_drain(actor, self.vdev.blkdebug, "virtio_blk_data_plane_stop")
 
     def handle_notify(self) -> None:
         """Runs in the IOThread: drain the ring, then re-check once after

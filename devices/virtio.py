@@ -43,6 +43,10 @@ class VirtIODevice:
         assigns a host notifier per queue)."""
         return False
 
+    def stop_ioeventfd(self, actor: str) -> bool:
+        """VirtioDeviceClass.stop_ioeventfd: none by default."""
+        return False
+
     def transport_modern(self) -> None:
         """The transport offers VIRTIO_F_VERSION_1 (a transitional device):
         the device adjusts its feature set (its get_features)."""

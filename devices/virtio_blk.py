@@ -16,6 +16,7 @@ from sim.abi.virtio import (
     VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_RING_RESET, VIRTIO_ID_BLOCK, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
     layouts,
 )
+from devices.blkdebug import BlkDebug
 from devices.block import SECTOR
 from devices.virtio import VirtIODevice
 from devices.virtqueue import VirtioError
@@ -70,6 +71,7 @@ class VirtIOBlock(VirtIODevice):
         self.dataplane = None
         self.main_ctx = None
         self.requests_completed = 0
+        self.blkdebug = BlkDebug((), trace)   # the block layer; the machine sets the scenario's faults
         self.bytes_read = 0
         self._config = None
 
@@ -98,9 +100,21 @@ class VirtIOBlock(VirtIODevice):
             self.dataplane.stop()
 
     def reset(self) -> None:
+        """virtio_blk_reset: stop the dataplane, then drain (bdrv_drain_all
+        in 2.4, blk_drain in 7.2): a request still in flight keeps the
+        vcpu thread waiting, with the BQL."""
         if self.dataplane is not None:
             self.dataplane.stop()
+        self.transport.qemu.bdrv_drain("qemu-vcpu", self.blkdebug, "virtio_blk_reset")
         super().reset()
+
+    def stop_ioeventfd(self, actor: str) -> bool:
+        """vdc->stop_ioeventfd (2.8+, ff4c07df67f0): the dataplane stops
+        here (virtio_blk_data_plane_stop); True if the hook ran."""
+        if not (self.start_hook and self.dataplane is not None and self.dataplane.started):
+            return False
+        self.dataplane.stop(actor)
+        return True
 
     def start_ioeventfd(self, actor: str) -> bool:
         """virtio_bus_start_ioeventfd -> vdc->start_ioeventfd (2.8+): the
@@ -173,7 +187,8 @@ class VirtIOBlock(VirtIODevice):
         return sector <= self.backend.sectors and size // SECTOR <= self.backend.sectors - sector
 
     async def _do_request(self, vq, elem, rtype, sector, data_len, in_len, ctx, big):
-        """The block layer's AIO, then completion in the owning context."""
+        """The block layer's AIO (devices.blkdebug counts it in flight and
+        applies its faults), then completion in the owning context."""
         costs = self.costs
         status = VIRTIO_BLK_S_OK
         if rtype in (VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT):
@@ -182,9 +197,17 @@ class VirtIOBlock(VirtIODevice):
                 self.trace.emit("disk", "blk_range_error", sector=sector, bytes=data_len,
                                 capacity=self.backend.sectors)
             else:
-                vtime.charge(costs.disk_request + costs.disk_per_sector * (data_len // SECTOR))
-                if rtype == VIRTIO_BLK_T_IN:
-                    self._read(elem, sector, data_len)
+                blk = self.blkdebug
+                blk.begin()
+                try:
+                    err, got = await blk.aio(rtype == VIRTIO_BLK_T_IN, sector, data_len)
+                finally:
+                    blk.end()
+                vtime.charge(costs.disk_request + costs.disk_per_sector * (got // SECTOR))
+                if err:
+                    status = VIRTIO_BLK_S_IOERR  # virtio_blk_handle_rw_error, rerror=report
+                elif rtype == VIRTIO_BLK_T_IN:
+                    self._read(elem, sector, data_len, got)
                 elif not self.backend.writable:
                     status = VIRTIO_BLK_S_IOERR  # read-only drive: the write fails (EACCES)
                 else:
@@ -201,16 +224,20 @@ class VirtIOBlock(VirtIODevice):
             status = VIRTIO_BLK_S_UNSUPP
         ctx.schedule(lambda: self.complete(vq, elem, status, in_len, rtype, ctx.actor, big))
 
-    def _read(self, elem, sector, data_len) -> None:
+    def _read(self, elem, sector, data_len, got=None) -> None:
+        """got: what the file returned (a short read); the rest is zeros."""
         ram = self.ram
         segs = elem.in_sg
+        got = data_len if got is None else got
         if len(segs) == 2 and segs[0][1] == data_len:  # data, then the status byte
             addr = segs[0][0]
-            self.backend.read_into(sector, ram.view(addr, data_len))
+            view = ram.view(addr, data_len)
+            self.backend.read_into(sector, view[:got])
+            view[got:] = bytes(data_len - got)
             ram.notify_written(addr, data_len)
         else:
             buf = bytearray(data_len)
-            self.backend.read_into(sector, memoryview(buf))
+            self.backend.read_into(sector, memoryview(buf)[:got])
             self._scatter(segs, buf)
         self.bytes_read += data_len
 

@@ -32,7 +32,8 @@ from sim.abi.virtio import (
 )
 from devices.pci import (
     PCI_BASE_ADDRESS_MEM_PREFETCH, PCI_BASE_ADDRESS_MEM_TYPE_64, PCI_BASE_ADDRESS_SPACE_IO,
-    PCI_BASE_ADDRESS_SPACE_MEMORY, PCI_CAP_ID_MSIX, PCI_SUBSYSTEM_VENDOR_ID, PCIDevice,
+    PCI_BASE_ADDRESS_SPACE_MEMORY, PCI_CAP_ID_MSIX, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_SUBSYSTEM_VENDOR_ID,
+    PCIDevice,
 )
 from sim.qemu.memory import DEVICE_LITTLE_ENDIAN, MemoryRegion, MemoryRegionOps, bswap
 
@@ -143,10 +144,16 @@ class VirtIOPCIProxy(PCIDevice):
         self.msix_table[vector] = (address, data)
 
     def config_write(self, addr: int, value: int, size: int) -> None:
+        """virtio_write_config: a write that leaves bus mastering off stops
+        the ioeventfds and drops DRIVER_OK (as in 2.4 and 7.2)."""
         was = self.msix_enabled()
         super().config_write(addr, value, size)
         if self.msix_enabled() != was:
             self.trace.emit("qemu-vcpu", "msix_enable", device=self.name, enabled=self.msix_enabled())
+        if addr <= PCI_COMMAND < addr + size and not self.config[PCI_COMMAND] & PCI_COMMAND_MASTER:
+            self.trace.emit("qemu-vcpu", "bus_master_cleared", device=self.name, status=self.vdev.status)
+            self.stop_ioeventfd()
+            self.vdev.set_status(self.vdev.status & ~VIRTIO_CONFIG_S_DRIVER_OK)
 
     def _vector_use(self, val: int) -> int:
         """msix_vector_use: a vector past the table is refused (NO_VECTOR)."""
@@ -507,6 +514,8 @@ class VirtIOPCIProxy(PCIDevice):
         self.ioeventfd_started = True
 
     def stop_ioeventfd(self, actor: str = "qemu-vcpu") -> None:
+        if self.vdev.stop_ioeventfd(actor):     # 2.8+: the device's own hook
+            return
         if not self.ioeventfd_started:
             return
         for vq in self.vdev.vqs:

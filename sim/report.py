@@ -109,10 +109,24 @@ def phases(result) -> list[dict]:
             for e, stop, top in phase_spans(result.trace.events, result.end_ns)]
 
 
+def hung_in_qemu(result):
+    """The drain the vcpu thread was still in when the run ended (a
+    bdrv_drain_begin with no end), or None: the VM hangs in QEMU."""
+    if not result.hung:
+        return None
+    begins = result.trace.named("bdrv_drain_begin")
+    if begins and len(begins) > len(result.trace.named("bdrv_drain_end")):
+        return begins[-1]
+    return None
+
+
 def outcome(result) -> str:
-    """booted: SLOF handed off and the kernel stage read its blocks;
+    """hung-in-qemu: the vcpu thread never came back from a drain in QEMU;
+    booted: SLOF handed off and the kernel stage read its blocks;
     stalled: a wait that never ended (SLOF's virtio timeouts, the kernel's
     hung task, or the watchdog); failed: anything else."""
+    if hung_in_qemu(result):
+        return "hung-in-qemu"
     g = result.guest_result or {}
     if g.get("stage") == "kernel":
         if (g.get("linux") or {}).get("ok"):

@@ -9,6 +9,7 @@ import os
 import tomllib
 
 from firmware_model.slof.releases import UnknownRelease as UnknownSlof, release as slof_release
+from sim import faults
 from sim.costs import Costs
 from sim.kvm import releases as linux_releases
 from sim.qemu import releases as qemu_releases
@@ -34,7 +35,9 @@ def check_writable(path: str, option: str) -> None:
         os.unlink(path)
 
 
-OUTCOMES = ("booted", "stalled", "failed")
+# hung-in-qemu: the vcpu thread blocked in QEMU (a drain waiting for a
+# request that never completes), not the guest waiting (sim.faults).
+OUTCOMES = ("booted", "stalled", "failed", "hung-in-qemu")
 # Figures an [expect] table may pin, with their types.
 EXPECT_KEYS = {
     "outcome": str, "hcalls_in_kernel": int, "hcall_exits": int, "ioeventfd_signals": int,
@@ -48,7 +51,7 @@ EXPECT_KEYS = {
 
 SCHEMA = {
     "": {"description": str, "kernel": dict, "qemu": dict, "machine": dict, "device": dict,
-         "disk": dict, "firmware": dict, "costs": dict, "expect": dict},
+         "disk": dict, "firmware": dict, "costs": dict, "expect": dict, "faults": list},
     "kernel": {"version": str, "kvm": str, "host_endian": str, "logical_ci_handlers": bool},
     "qemu": {"version": str, "enable_logical_ci_hcalls": bool, "forward_userspace_kick": bool,
              "emulate_ioeventfd": bool, "disable_modern": bool, "disable-modern": bool},
@@ -97,6 +100,7 @@ class Scenario:
     slof: str = "20150313"     # SLOF tag (firmware_model/slof/releases.py); default: what the QEMU shipped
     costs: Costs = dataclasses.field(default_factory=Costs)
     expect: dict = dataclasses.field(default_factory=dict)
+    faults: tuple = ()         # sim.faults.Fault, from [[faults]] and --fault
     # Counterfactual release rows (field -> value), set by slofsim matrix only.
     qemu_overrides: dict = dataclasses.field(default_factory=dict)
     linux_overrides: dict = dataclasses.field(default_factory=dict)
@@ -137,6 +141,23 @@ def _check_types(path: str, data: dict) -> None:
                 ok = True
             if not ok:
                 raise ScenarioError(f"{path}: [{table}] {key}: expected {TYPE_NAMES[t]}, got {v!r}")
+
+
+def _fault(path: str, i: int, table) -> "faults.Fault":
+    if not isinstance(table, dict):
+        raise ScenarioError(f"{path}: [[faults]] #{i}: expected a table, got {table!r}")
+    try:
+        return faults.from_table(table)
+    except faults.FaultError as exc:
+        raise ScenarioError(f"{path}: [[faults]] #{i} {exc}") from None
+
+
+def fault_option(text: str) -> "faults.Fault":
+    """--fault KIND[:REQUESTS][,key=value...] (argparse type)."""
+    try:
+        return faults.from_option(text)
+    except faults.FaultError as exc:
+        raise ScenarioError(f"--fault {text}: {exc}") from None
 
 
 def load(path: str) -> Scenario:
@@ -241,6 +262,7 @@ def load(path: str) -> Scenario:
         if v < 0:
             raise ScenarioError(f"{path}: [costs] {key}: expected a non-negative number of seconds, got {v}")
     s.costs = Costs(**{key: float(v) for key, v in costs.items()})
+    s.faults = tuple(_fault(path, i, t) for i, t in enumerate(data.get("faults", []), 1))
     s.expect = data.get("expect", {})
     for key, v in s.expect.get("enable_cap", {}).items():
         want = ENABLE_CAP_KEYS.get(key)

@@ -19,6 +19,7 @@ from sim.qemu import releases as qemu_releases
 from sim.qemu.kvm_all import KvmMemoryListener, kvm_ioeventfd_any_length_enabled, kvmppc_enable_logical_ci_hcalls
 from sim.qemu.memory import AddressSpace, MemoryCore, MemoryRegion
 from sim.board.spapr_hcall import SpaprHcalls
+from devices.blkdebug import BlkDebug
 from devices.dataplane import VirtIOBlockDataPlane
 from devices.pci import PCI_CONFIG_SPACE_SIZE, PCIBus
 from devices.virtio_blk import VirtIOBlock
@@ -129,6 +130,8 @@ class SpaprMachine:
             self.blk.dataplane = VirtIOBlockDataPlane(self.blk, self.iothread_ctx, trace)
         if cfg.enable_logical_ci:
             kvmppc_enable_logical_ci_hcalls(vm, trace)
+        self.vcpu_waits = []        # drains the exit being handled started (bdrv_drain)
+        self.blk.blkdebug = BlkDebug(cfg.faults, trace)
         self.next_msi_irq = SPAPR_IRQ_MSI
         self.msi_irqs: dict[int, list[int]] = {}    # config address -> the XICS irqs of its vectors
         # -kernel: the image in RAM and /chosen/qemu,boot-kernel for SLOF
@@ -180,7 +183,18 @@ class SpaprMachine:
         if address == SPAPR_PCI_MSI_WINDOW:
             self.vm.set_irq(data, 1, "MSI via KVM_IRQ_LINE")
 
-    # -- services the devices use (event notifiers, INTx) -----------------
+    # -- services the devices use (event notifiers, INTx, drains) ---------
+
+    def bdrv_drain(self, actor: str, blk, why: str) -> None:
+        """A drain in an exit handler (util/aio-wait.h BDRV_POLL_WHILE): the
+        vcpu thread polls, holding the BQL, until nothing is in flight. The
+        handler's call returns here at once; kvm_cpu_exec waits before it
+        lets the BQL go (sim.qemu.main_loop.Bql.hold)."""
+        if not blk.in_flight:
+            return
+        self.trace.emit(actor, "bdrv_drain_begin", why=why, in_flight=blk.in_flight,
+                        suspended=list(blk.suspended))
+        self.vcpu_waits.append((why, blk))
 
     def event_notifier_init(self, label: str, active: bool = False):
         """event_notifier_init(e, active): an eventfd whose counter starts
@@ -284,6 +298,10 @@ class SpaprMachine:
             # BQL, released before the next KVM_RUN.
             await self.bql.lock("qemu-vcpu")
             result = self._handle_exit(run)
+            while self.vcpu_waits:
+                why, blk = self.vcpu_waits.pop(0)
+                await self.bql.hold("qemu-vcpu", blk.drained())
+                self.trace.emit("qemu-vcpu", "bdrv_drain_end", why=why)
             self.bql.unlock("qemu-vcpu")
             if result is not None:
                 return result

@@ -6,11 +6,13 @@ takes it after ppoll returns, to run its fd handlers and bottom halves
 (os_host_main_loop_wait). An IOThread does not take it.
 
 Nobody awaits while holding it (exit handling and main-loop dispatch are
-synchronous here), so the lock is a time: a holder releases it at its own
+synchronous here) but a drain (hold), so the lock is a time: a holder releases it at its own
 simulated time, and the next taker -- which first lets every task that
 could act before its time run (vtime.sync), so takers are served in
 simulated-time order -- continues from that time if it is later.
 """
+
+import trio
 
 from sim import vtime
 
@@ -21,9 +23,25 @@ class Bql:
         self.free_at = 0.0     # simulated time of the last release
         self.last_holder = None
         self.waits = 0
+        self._blocked = None
+
+    async def hold(self, actor: str, wait) -> None:
+        """The one wait done holding the BQL: a drain in the vcpu thread
+        (bdrv_drain_all / blk_drain polls with it held). Other takers wait
+        until it ends; if it never does, neither do they."""
+        self._blocked = done = trio.Event()
+        self.last_holder = actor
+        await vtime.settle()
+        try:
+            await wait
+        finally:
+            self._blocked = None
+            done.set()
 
     async def lock(self, actor: str, trace_it: bool = False) -> None:
         """qemu_mutex_lock_iothread, in simulated-time order."""
+        while self._blocked is not None:       # a holder waits in a drain
+            await self._blocked.wait()
         await vtime.sync()
         t = vtime.now()
         if self.free_at > t:

@@ -1,0 +1,82 @@
+"""The block layer between virtio-blk and the image: blkdebug's fault rules
+(block/blkdebug.c) and the in-flight count a drain waits for.
+
+Every read or write the device hands the block layer is a read_aio or
+write_aio event (BLKDBG_EVENT in the raw driver, then blkdebug_co_preadv /
+_pwritev); the n-th one is request n. The first fault (sim.faults) that
+selects it acts as blkdebug would:
+
+- io_error: inject-error errno=5, the I/O returns -EIO; virtio-blk reports
+  it (rerror/werror default "report": virtio_blk_handle_rw_error ->
+  VIRTIO_BLK_S_IOERR).
+- hang: a breakpoint that is never resumed (`break read_aio T`): the
+  request stays suspended, in flight, for ever.
+- delay: the I/O completes delay_ms later (a slow backend; blkdebug has no
+  such rule, null-co's latency-ns is the closest).
+- short_read: the file returns only the first half of a read, in whole
+  sectors; file-posix pads the rest with zeros and reports success
+  (handle_aiocb_rw: "Short reads mean EOF, pad with zeros").
+
+in_flight is bs->in_flight: bdrv_drain (blk_drain, bdrv_drain_all, and the
+one blk_set_aio_context makes when the dataplane hands the disk back to
+the main loop) polls until it is 0, so a suspended request keeps a drain
+waiting for ever. Counted at the AIO's end, before its completion callback
+(ASSUMPTION: QEMU decrements after the callback; the drain's poll runs
+the callback in between).
+"""
+
+import trio
+
+from devices.block import SECTOR
+from sim import vtime
+from sim.faults import EIO
+
+
+class BlkDebug:
+    def __init__(self, faults, trace):
+        self.faults = tuple(f for f in faults if f.kind != "lost_kick")
+        self.trace = trace
+        self.requests = 0
+        self.in_flight = 0
+        self.suspended: list[int] = []
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        """bdrv_inc_in_flight."""
+        self.in_flight += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
+
+    def end(self) -> None:
+        """bdrv_dec_in_flight: a drain waiting on it goes on."""
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        """BDRV_POLL_WHILE(bs, bdrv_drain_poll(...)): until nothing is in flight."""
+        while self.in_flight:
+            await self._idle.wait()
+
+    async def aio(self, is_read: bool, sector: int, nbytes: int) -> tuple[int, int]:
+        """Before the I/O: (errno, bytes the file returns). May never return."""
+        self.requests += 1
+        n = self.requests
+        fault = next((f for f in self.faults if f.selects(n, sector, nbytes // SECTOR)), None)
+        if fault is None or fault.kind == "short_read" and not is_read:
+            return 0, nbytes
+        event = "read_aio" if is_read else "write_aio"
+        self.trace.emit("disk", "blkdebug", fault=fault.text(), kind=fault.kind, request=n, event=event,
+                        sector=sector, bytes=nbytes)
+        if fault.kind == "io_error":
+            return EIO, 0
+        if fault.kind == "hang":
+            self.suspended.append(n)
+            await vtime.settle()
+            await trio.sleep_forever()
+        if fault.kind == "delay":
+            vtime.charge(fault.delay_ms / 1000)
+            await vtime.settle()
+            return 0, nbytes
+        return 0, nbytes // 2 // SECTOR * SECTOR        # short_read
