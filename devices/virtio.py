@@ -31,6 +31,7 @@ class VirtIODevice:
         # host notifier of a queue an IOThread handles, handle_aio_output),
         # "host notifier" (4.2: any assigned host notifier).
         self.userspace_kick = "handle_output"
+        self.fault_plan = None      # lost_kick faults at QEMU's userspace notify (sim.faults)
 
     def add_queue(self, num: int, handle_output) -> VirtQueue:
         vq = VirtQueue(len(self.vqs), num, self.ram)
@@ -78,6 +79,8 @@ class VirtIODevice:
         2.8 a queue an IOThread handles gets its host notifier set instead,
         from 4.2 any queue with a host notifier does."""
         if n >= len(self.vqs) or not self.vqs[n].ready():
+            return
+        if self.fault_plan is not None and self.fault_plan.drop_kick("qemu", actor, "virtio_queue_notify"):
             return
         vq = self.vqs[n]
         mode = self.userspace_kick

@@ -10,6 +10,7 @@ import trio
 
 from sim import vtime
 from sim.abi import papr
+from sim.faults import FaultPlan
 from sim.abi import kvm as uapi
 from sim.abi.kvm import KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL, KVM_EXIT_UNKNOWN
 from sim.kvm.vcpu import SIM_GUEST_IDLE
@@ -132,6 +133,10 @@ class SpaprMachine:
             kvmppc_enable_logical_ci_hcalls(vm, trace)
         self.vcpu_waits = []        # drains the exit being handled started (bdrv_drain)
         self.blk.blkdebug = BlkDebug(cfg.faults, trace)
+        if cfg.faults:      # lost kicks: at KVM's ioeventfd, QEMU's userspace notify, the IOThread's poll
+            vm.fault_plan = self.blk.fault_plan = FaultPlan(cfg.faults, trace)
+            if self.iothread_ctx is not None:
+                self.iothread_ctx.fault_plan = vm.fault_plan
         self.next_msi_irq = SPAPR_IRQ_MSI
         self.msi_irqs: dict[int, list[int]] = {}    # config address -> the XICS irqs of its vectors
         # -kernel: the image in RAM and /chosen/qemu,boot-kernel for SLOF

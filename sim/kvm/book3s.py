@@ -75,7 +75,7 @@ def h_logical_ci_store(vcpu) -> int:
     trace = vcpu.vm.trace
     trace.emit("kvm", "io_bus_write", bus=BUS_NAMES[KVM_MMIO_BUS], addr=addr, len=size,
                data=buf.hex(), ret=errno_name(ret), device=dev.describe() if dev else None)
-    if dev is not None and dev.is_ioeventfd:
+    if dev is not None and dev.is_ioeventfd and not dev.lost:
         trace.emit("kvm", "ioeventfd_signal", addr=dev.addr, len=dev.length, fd=dev.eventfd.fd,
                    eventfd=dev.eventfd.label)
     if ret != 0:
@@ -222,7 +222,7 @@ def emulate_mmio(vcpu, run) -> str:
         ret, dev = bus.write(addr, size, data)
         trace.emit("kvm", "io_bus_write", bus=BUS_NAMES[KVM_MMIO_BUS], addr=addr, len=size,
                    data=data.hex(), ret=errno_name(ret), device=dev.describe() if dev else None, via="mmio")
-        if dev is not None and dev.is_ioeventfd:
+        if dev is not None and dev.is_ioeventfd and not dev.lost:
             trace.emit("kvm", "ioeventfd_signal", addr=dev.addr, len=dev.length, fd=dev.eventfd.fd,
                        eventfd=dev.eventfd.label)
     else:

@@ -42,10 +42,15 @@ class IoEventFd(IoDevice):
             return False
         return int.from_bytes(buf[:length], self.vm.host_byteorder) == self.datamatch
 
+    lost = False     # the last write matched but a lost_kick fault kept the signal (sim.faults)
+
     def write(self, addr: int, length: int, buf: bytes) -> int:
         if not self.in_range(addr, length, buf):
             return -EOPNOTSUPP
-        self.eventfd.signal()
+        plan = self.vm.fault_plan
+        self.lost = plan is not None and plan.drop_kick("kvm", "kvm", self.describe())
+        if not self.lost:
+            self.eventfd.signal()
         return 0
 
     def describe(self) -> str:

@@ -38,6 +38,7 @@ class KvmVm:
         self.host_byteorder = kernel.host_endian
         self.ram = ram
         self.trace = trace
+        self.fault_plan = None      # lost_kick faults at this layer (sim.faults.FaultPlan), set by the VMM
         self.costs = costs
         self.fds = FdTable()
         self.buses = [KvmIoBus() for _ in uapi.BUS_NAMES]

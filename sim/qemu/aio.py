@@ -36,6 +36,7 @@ class AioContext:
         self.wakeups = 0
         self._parked = False
         self._late = set()     # fds added, already readable, while parked in ppoll
+        self.fault_plan = None  # lost_kick faults for this thread (an IOThread's: layer "iothread")
 
     def set_event_notifier(self, efd, handler) -> None:
         """aio_set_event_notifier(ctx, e, handler); None removes it."""
@@ -51,8 +52,15 @@ class AioContext:
             self._ready.append(efd)
             self._ready_at = max(self._ready_at, vtime.now())
             self._lot.unpark_all()
-        self._wakers[efd] = waker
-        efd.wait_queue.append(waker)
+
+        def signalled(efd=efd):
+            """A signal while watched; a lost_kick fault at this thread
+            leaves it unseen (the count stays: the next wake-up reads it)."""
+            plan = self.fault_plan
+            if plan is None or not plan.drop_kick(self.actor, self.actor, f"aio_poll: {efd.label}"):
+                waker()
+        self._wakers[efd] = signalled
+        efd.wait_queue.append(signalled)
         if efd.count:
             if self._parked:
                 self._late.add(efd)

@@ -1,0 +1,234 @@
+"""Fault injection (sim.faults, devices.blkdebug): the spec, each kind, and
+the blkdebug runs of real SLOF on QEMU 7.2 (tests/data/real-slof-2015)."""
+
+import os
+import re
+
+import pytest
+
+from sim import machine, report
+from sim.faults import Fault, FaultError, from_option, from_table
+from sim.scenario import ScenarioError, load
+from tests.conftest import QEMU72, SCENARIOS
+from tests.test_reference import _meant
+from tests.test_slof_releases import REAL_2015, _csv, _got_requests, _real_console, _requests, _seen
+
+HANG_AFTER1 = '[[faults]]\nkind = "hang"\nrequests = "2-"\n'
+EIO_ALL = '[[faults]]\nkind = "io_error"\n'
+
+
+def _boot(scenario_file, faults, slof="20220719", iothread=True, qemu="7.2", kernel="4.1"):
+    text = QEMU72.format(kernel=kernel, qemu_extra="", iothread=str(iothread).lower(), ioeventfd="true",
+                         image="mkdisk").replace('version = "7.2"', f'version = "{qemu}"')
+    return machine.run(load(scenario_file(text + f'[firmware]\nslof = "{slof}"\n' + faults)))
+
+
+def _console_without_qemu(name):
+    """The real console with QEMU's own `blkdebug: ...` messages taken out
+    (they end with a newline and land inside SLOF's lines)."""
+    with open(os.path.join(REAL_2015, name), encoding="latin-1") as f:
+        return re.sub(r"blkdebug: [^\n]*\n", "", f.read())
+
+
+def _real(name, tmp_path):
+    p = tmp_path / name
+    p.write_text(_console_without_qemu(name), encoding="latin-1")
+    return _real_console(name, str(tmp_path))
+
+
+# --- the spec ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,want", [
+    ("hang:2-", Fault("hang", 2, None)),
+    ("io_error", Fault("io_error", 1, None)),
+    ("io_error:3", Fault("io_error", 3, 3)),
+    ("short_read:1-5,sectors=0-2047", Fault("short_read", 1, 5, (0, 2047))),
+    ("delay:all,delay_ms=40", Fault("delay", 1, None, delay_ms=40)),
+    ("lost_kick:1,layer=iothread", Fault("lost_kick", 1, 1, layer="iothread")),
+])
+def test_option_and_table_give_the_same_fault(text, want):
+    assert from_option(text) == want
+    assert from_option(want.text()) == want
+
+
+@pytest.mark.parametrize("table,msg", [
+    ({"kind": "explode"}, "kind: expected one of io_error | hang | delay | lost_kick | short_read"),
+    ({"kind": "hang", "requests": "0"}, 'requests: expected "all", "N", "N-" or "N-M"'),
+    ({"kind": "hang", "requests": "5-2"}, "requests: expected"),
+    ({"kind": "hang", "requests": "x"}, "requests: expected"),
+    ({"kind": "hang", "sectors": "3-"}, 'sectors: expected "N" or "N-M"'),
+    ({"kind": "delay"}, "delay_ms: expected a positive integer"),
+    ({"kind": "hang", "delay_ms": 4}, "delay_ms: only applies to kind = \"delay\""),
+    ({"kind": "lost_kick"}, "layer: expected one of kvm | qemu | iothread"),
+    ({"kind": "hang", "layer": "kvm"}, "layer: only applies"),
+    ({"kind": "hang", "when": 1}, "unknown key 'when'"),
+    ({"kind": "delay", "delay_ms": "4"}, "delay_ms: expected an integer"),
+])
+def test_bad_fault_is_one_line(table, msg):
+    with pytest.raises(FaultError, match=re.escape(msg)):
+        from_table(table)
+
+
+def test_scenario_fault_errors_name_file_and_table(scenario_file):
+    with pytest.raises(ScenarioError, match=r"s\.toml: \[\[faults\]\] #2 kind: expected one of"):
+        load(scenario_file('[[faults]]\nkind = "hang"\n[[faults]]\nkind = "boom"\n'))
+    with pytest.raises(ScenarioError, match=r"faults: expected an array"):
+        load(scenario_file('faults = 3\n'))
+    assert load(scenario_file(HANG_AFTER1)).faults == (Fault("hang", 2, None),)
+
+
+def test_selects_requests_and_sectors():
+    f = from_option("io_error:2-3,sectors=10-20")
+    assert [n for n in range(1, 6) if f.selects(n, 15, 1)] == [2, 3]
+    assert not f.selects(2, 21, 4) and f.selects(2, 8, 4) and not f.selects(2, 0, 10)
+
+
+# --- against the real runs (blkdebug on QEMU 7.2) ---------------------------------------
+
+@pytest.mark.parametrize("slof,name", [("20150429", "e2015-eio-io"), ("20220719", "e2022-eio-io")])
+def test_every_read_failing_equals_real_slof(scenario_file, tmp_path, slof, name):
+    """blkdebug inject-error read_aio errno 5: the same requests, the same
+    register accesses, the same console, line by line."""
+    r = _boot(scenario_file, EIO_ALL, slof=slof)
+    assert _got_requests(r) == _requests(_csv(f"{name}_requests.csv"))
+    want = [dict(_meant(row), value=int(row["value"], 16)) for row in _csv(f"{name}_regs.csv")]
+    assert _seen(r) == want
+    model = r.console.text().split("\n")
+    real = _real(f"console-{name}.txt", tmp_path)
+    diff = [(m, x) for m, x in zip(model, real) if m != x]
+    if slof == "20220719":       # the banner's build lines are Debian's build in the real one
+        assert [m for m, _ in diff] == [" Build Date = slofsim", " FW Version = slofsim model of SLOF 20220719"]
+    else:
+        assert diff == []
+    assert len(model) == len(real)
+    assert report.outcome(r) == "failed"
+    assert [e.fields["request"] for e in r.trace.named("blkdebug")] == list(range(1, len(model and _got_requests(r)) + 1))
+
+
+def test_hang_after_the_first_read_with_an_iothread_hangs_in_qemu(scenario_file, tmp_path):
+    """h2022-after1-io: 20 timeouts, E3404, then SLOF's close clears bus
+    mastering; QEMU 7.2 stops the dataplane (stop_ioeventfd) and drains the
+    block layer for the suspended request: the vcpu never comes back."""
+    r = _boot(scenario_file, HANG_AFTER1)
+    assert _got_requests(r) == _requests(_csv("h2022-after1-io_requests.csv"))
+    want = [dict(_meant(row), value=int(row["value"], 16)) for row in _csv("h2022-after1-io_regs.csv")]
+    assert _seen(r) == want
+    model = r.console.text().split("\n")
+    real = _real("console-h2022-after1-io.txt", tmp_path)
+    assert len(model) == len(real) and model[-1] == "E3404: Not a bootable device!"
+    assert [m for m, x in zip(model, real) if m != x] == [" Build Date = slofsim",
+                                                          " FW Version = slofsim model of SLOF 20220719"]
+    assert report.outcome(r) == "hung-in-qemu" and r.hung
+    assert report.summary(r)["timeouts"] == 20
+    stop = r.trace.named("dataplane_stop")[-1]
+    drain = report.hung_in_qemu(r)
+    assert drain.fields["why"] == "virtio_blk_data_plane_stop" and drain.fields["suspended"] == list(range(2, 22))
+    # the last PCI command write cleared bus mastering (real: 0x100107 -> 0x100100)
+    cmd = [e for e in r.trace.named("pci_cfg_write") if e.fields["reg"] == 4]
+    assert cmd[-1].fields["value"] & 7 == 0 and cmd[-2].fields["value"] & 7 == 7 and stop.t_ns >= cmd[-1].t_ns
+    assert [row["value"] for row in _csv("h2022-after1-io_pcicfg.csv")][-2:] == ["0x100107", "0x100100"]
+    # nothing ran in the guest after it: no hcall after the drain began
+    assert not [e for e in r.trace.events if e.name == "hcall" and e.t_ns > drain.t_ns]
+
+
+def test_hang_after_the_first_read_without_an_iothread_goes_on(scenario_file, tmp_path):
+    """h2022-after1-noio: no context to leave, no drain: SLOF goes on to
+    cdrom/net, E3407, Ready!, 0 >."""
+    r = _boot(scenario_file, HANG_AFTER1, iothread=False)
+    assert _got_requests(r) == _requests(_csv("h2022-after1-noio_requests.csv"))
+    want = [dict(_meant(row), value=int(row["value"], 16)) for row in _csv("h2022-after1-noio_regs.csv")]
+    assert _seen(r) == want
+    model = r.console.text().split("\n")
+    real = _real("console-h2022-after1-noio.txt", tmp_path)
+    assert len(model) == len(real)
+    assert [m for m, x in zip(model, real) if m != x] == [" Build Date = slofsim",
+                                                          " FW Version = slofsim model of SLOF 20220719"]
+    assert model[-1] == "0 > " and report.outcome(r) == "stalled" and not r.trace.named("bdrv_drain_begin")
+
+
+def test_2015_every_read_hanging_equals_real_slof(scenario_file):
+    """h2015b-all-noio (20150429, blkdebug suspends every read, no
+    iothread): 20 requests, 20 timeouts, `No DOS disk-label found.`."""
+    text = QEMU72.format(kernel="4.1", qemu_extra="", iothread="false", ioeventfd="true", image="mkdisk")
+    r = machine.run(load(scenario_file(text + '[firmware]\nslof = "20150429"\n[[faults]]\nkind = "hang"\n')))
+    assert _got_requests(r) == _requests(_csv("h2015b-all-noio_requests.csv"))
+    want = [dict(_meant(row), value=int(row["value"], 16)) for row in _csv("h2015b-all-noio_regs.csv")]
+    assert _seen(r) == want
+    assert report.summary(r)["timeouts"] == 20 and report.outcome(r) == "stalled"
+    console = r.console.text()
+    with open(os.path.join(REAL_2015, "console-h2015b-all-noio-tail.txt"), encoding="latin-1") as f:
+        assert console[console.index("Trying to load"):] == f.read()
+
+
+# --- by QEMU release: where the stop and the drain come from -------------------------------
+
+def test_on_qemu_2_4_the_bus_master_clear_does_not_stop_the_dataplane(scenario_file):
+    """2.4's virtio_write_config calls virtio_pci_stop_ioeventfd, a no-op
+    once the dataplane took the host notifier, and virtio_set_status(3),
+    which stops the dataplane only without DRIVER: no drain, SLOF goes on.
+    7.2 (2.8+, ff4c07df67f0) stops it through stop_ioeventfd and drains."""
+    old = _boot(scenario_file, HANG_AFTER1, slof="20150429", qemu="2.4")
+    assert [e.fields["status"] for e in old.trace.named("bus_master_cleared")][-1] == 7
+    assert not old.trace.named("bdrv_drain_begin") and report.outcome(old) == "stalled"
+    assert old.console.text().endswith("0 > ")
+    new = _boot(scenario_file, HANG_AFTER1, slof="20150429")
+    assert report.outcome(new) == "hung-in-qemu"
+
+
+async def test_a_reset_with_a_request_in_flight_drains(autojump_clock):
+    """virtio_blk_reset drains (2.4 bdrv_drain_all, 7.2 blk_drain), with or
+    without a dataplane: a suspended request keeps the drain waiting."""
+    import trio
+    from devices.blkdebug import BlkDebug
+    from sim.abi.virtio import VIRTIO_BLK_T_IN
+    from tests.test_devices import STATUS_REG, Rig, running
+
+    drains = []
+    rig = Rig()
+    rig.host.bdrv_drain = lambda actor, blk, why: drains.append((why, blk.in_flight, list(blk.suspended)))
+    rig.blk.blkdebug = BlkDebug((from_option("hang:1"),), rig.trace)
+    rig.setup()
+    async with running(rig):
+        rig.request(VIRTIO_BLK_T_IN, sector=0, data_len=512).publish()
+        rig.kick()
+        await trio.sleep(1)
+        assert rig.blk.blkdebug.in_flight == 1 and not rig.trace.named("blk_complete")
+        rig.write(STATUS_REG, 0, 1)
+    assert drains == [("virtio_blk_reset", 0, []), ("virtio_blk_reset", 1, [1])]    # setup's reset, then this one
+
+
+# --- the other kinds ---------------------------------------------------------------------
+
+def test_delay_slows_every_read_by_its_time(scenario_file):
+    base = _boot(scenario_file, "")
+    slow = _boot(scenario_file, '[[faults]]\nkind = "delay"\ndelay_ms = 40\n')
+    n = len(slow.trace.named("blkdebug"))       # SLOF's 36 reads and the kernel stage's
+    assert report.outcome(slow) == "booted" and n == len(base.trace.named("disk_io")) > 36
+    grew = (slow.end_ns - base.end_ns) / 1e9
+    assert 0.040 * n <= grew < 0.040 * n + 0.05
+
+
+def test_delay_past_slofs_timeout_is_a_timeout(scenario_file):
+    r = _boot(scenario_file, '[[faults]]\nkind = "delay"\nrequests = "1"\ndelay_ms = 6000\n')
+    assert report.summary(r)["timeouts"] >= 1
+
+
+def test_short_read_of_the_label_sectors_leaves_zeros(scenario_file):
+    """The MBR read comes back half (a one-sector read: nothing), padded with
+    zeros: SLOF finds no label on sector 0 and nothing bootable."""
+    r = _boot(scenario_file, '[[faults]]\nkind = "short_read"\nsectors = "0"\n')
+    assert report.outcome(r) == "failed" and "E3404" in r.console.text()
+    assert all(e.fields["kind"] == "short_read" and e.fields["sector"] == 0 for e in r.trace.named("blkdebug"))
+
+
+@pytest.mark.parametrize("layer,iothread,kernel,qemu", [
+    ("kvm", True, "4.1", "7.2"),        # the ioeventfd matches but KVM does not signal it
+    ("qemu", False, "4.0", "2.4"),      # the userspace notify (no in-kernel H_LOGICAL_CI_STORE)
+    ("iothread", True, "4.1", "7.2"),   # the eventfd is signalled, the IOThread sleeps on
+])
+def test_one_lost_kick_costs_one_timeout_then_the_next_kick_serves_both(scenario_file, layer, iothread, kernel, qemu):
+    r = _boot(scenario_file, f'[[faults]]\nkind = "lost_kick"\nrequests = "3"\nlayer = "{layer}"\n',
+              iothread=iothread, kernel=kernel, qemu=qemu, slof="20150429" if qemu == "2.4" else "20220719")
+    lost = r.trace.named("fault_lost_kick")
+    assert [(e.fields["layer"], e.fields["kick"]) for e in lost] == [(layer, 3)]
+    assert report.summary(r)["timeouts"] == 1
