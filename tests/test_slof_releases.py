@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from devices.virtio_blk import VirtIOBlock
 from firmware_model.slof.releases import RELEASES, UnknownRelease, release
 from sim import machine, report
 from sim.scenario import ScenarioError, load
@@ -22,9 +21,9 @@ def _csv(name):
         return list(csv.DictReader(f))
 
 
-def _boot(scenario_file, slof="20150429", iothread=False, image="mkdisk"):
+def _boot(scenario_file, slof="20150429", iothread=False, image="mkdisk", extra=""):
     text = QEMU72.format(kernel="4.1", qemu_extra="", iothread=str(iothread).lower(),
-                         ioeventfd=str(iothread).lower(), image=image) + f'[firmware]\nslof = "{slof}"\n'
+                         ioeventfd=str(iothread).lower(), image=image) + f'[firmware]\nslof = "{slof}"\n' + extra
     return machine.run(load(scenario_file(text)))
 
 
@@ -127,16 +126,8 @@ def test_20150429_pci_probe_sets_up_the_queue_without_a_reset(scenario_file):
     assert not [a for a in acc if a["offset"] == 18 and a["rw"] == "W" and a["value"] == 0]
 
 
-def test_20150429_every_read_failing_gives_the_real_requests_and_console(scenario_file, monkeypatch):
-    """blkdebug inject-error EIO on every read (e2015-eio-io): each failed
-    read is one deblocker retry; five make a read fail; the CHRP open's
-    try-dos-partition prints its message after the tenth sector-0 failure."""
-    monkeypatch.setattr(VirtIOBlock, "_range_ok", lambda self, sector, size: False)   # every read IOERR
-    r = _boot(scenario_file, iothread=True)
-    assert _got_requests(r) == _requests(_csv("e2015-eio-io_requests.csv"))
-    want = [dict(_meant(row), value=int(row["value"], 16)) for row in _csv("e2015-eio-io_regs.csv")]
-    assert _seen(r) == want
-    assert _model_console(r) == _real_console("console-e2015-eio-io.txt")
+# Every read failing (e2015-eio-io) and every read hanging (h2015b-all-noio):
+# tests/test_faults.py, with the blkdebug faults the real runs used.
 
 
 # --- 20220719 unchanged -------------------------------------------------------------
@@ -228,26 +219,6 @@ def test_2015_blank_disk_equals_real_slof(scenario_file, tmp_path):
         assert text[text.index("Trying to load"):] == f.read()
 
 
-def test_2015_every_read_hanging_equals_real_slof(scenario_file, monkeypatch):
-    """blkdebug suspends every read (h2015b-all-noio, measured here; no
-    iothread): each read times out after 5 s, and the label probe makes
-    the same 20 requests as with EIO, from the same mechanism."""
-    import trio
-
-    async def suspended(self, *args):
-        await trio.sleep_forever()
-    monkeypatch.setattr(VirtIOBlock, "_do_request", suspended)
-    text = QEMU72.format(kernel="4.1", qemu_extra="", iothread="false", ioeventfd="true", image="mkdisk")
-    r = machine.run(load(scenario_file(text + '[firmware]\nslof = "20150429"\n')))
-    assert _got_requests(r) == _requests(_csv("h2015b-all-noio_requests.csv"))
-    want = [dict(_meant(row), value=int(row["value"], 16)) for row in _csv("h2015b-all-noio_regs.csv")]
-    assert _seen(r) == want
-    assert report.summary(r)["timeouts"] == 20 and report.outcome(r) == "stalled"
-    console = r.console.text()
-    with open(os.path.join(REAL_2015, "console-h2015b-all-noio-tail.txt"), encoding="latin-1") as f:
-        assert console[console.index("Trying to load"):] == f.read()
-
-
 # --- the rows between (from their tags' source) ---------------------------------------
 
 # tag, accesses at probe / at open / per request, reset at open, requests on a
@@ -280,8 +251,8 @@ def test_each_row_changes_what_its_commit_changed(scenario_file, tmp_path, tag, 
     assert ("..`. .." in text) == logo and f"Copyright (c) 2004, {year} IBM" in text
 
 
-def test_the_failed_read_line_follows_2645539(scenario_file, monkeypatch):
-    monkeypatch.setattr(VirtIOBlock, "_range_ok", lambda self, sector, size: False)
-    assert "virtioblk_read failed! status = 1\n" in _boot(scenario_file, slof="20161019").console.text()
-    assert "virtioblk_transfer failed! type=0, status = 1\n" in _boot(scenario_file,
-                                                                        slof="20170303").console.text()
+def test_the_failed_read_line_follows_2645539(scenario_file):
+    eio = '[[faults]]\nkind = "io_error"\n'
+    assert "virtioblk_read failed! status = 1\n" in _boot(scenario_file, slof="20161019", extra=eio).console.text()
+    assert "virtioblk_transfer failed! type=0, status = 1\n" in _boot(scenario_file, slof="20170303",
+                                                                        extra=eio).console.text()
