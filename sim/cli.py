@@ -21,7 +21,7 @@ from typing import Callable
 
 from sim import __version__, interrupt, report, term
 from sim.diagnosis import format_diagnosis
-from sim.scenario import ScenarioError, check_writable, load
+from sim.scenario import ScenarioError, check_writable, fault_option, load
 
 EXIT_OK, EXIT_BOOT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = interrupt.EXIT_INTERRUPTED
@@ -114,9 +114,19 @@ def _print_json(obj: dict) -> None:
     print(json.dumps(obj, indent=1))
 
 
-def _run_one(path: str, disk: str | None = None, echo=None):
+def _run_one(path: str, disk: str | None = None, echo=None, faults=()):
     from sim import machine
-    return machine.run(load(path), disk_override=disk, echo=echo)
+    scn = load(path)
+    scn.faults = tuple(scn.faults) + tuple(faults or ())     # --fault adds to [[faults]]
+    return machine.run(scn, disk_override=disk, echo=echo)
+
+
+def _fault_arg(p):
+    p.add_argument("--fault", action="append", type=fault_option, metavar="KIND[:REQUESTS]",
+                   help="inject a fault, as a [[faults]] table would (repeatable): KIND is io_error, hang, "
+                        "delay, lost_kick or short_read; REQUESTS all (default), N, N- or N-M; then optional "
+                        ",sectors=N-M ,delay_ms=MS (delay) ,layer=kvm|qemu|iothread (lost_kick), "
+                        "e.g. hang:2- or lost_kick:1,layer=iothread")
 
 
 # -- run --------------------------------------------------------------------
@@ -140,6 +150,7 @@ def _run_args(p):
     _json_arg(p)
     p.add_argument("--trace", metavar="FILE.json",
                    help="also write the run as Chrome/Perfetto trace-event JSON (open in ui.perfetto.dev)")
+    _fault_arg(p)
 
 
 @command("run", "boot one scenario: console, summary, time by phase, why",
@@ -156,11 +167,11 @@ def cmd_run(args) -> int:
     if con is None:
         echo = None if args.json else (lambda b: (sys.stdout.write(b.decode("latin-1").replace("\r", "")),
                                                    sys.stdout.flush()))
-        result = _run_one(path, args.disk, echo)
+        result = _run_one(path, args.disk, echo, args.fault)
     else:
         with term.progress(con, None, f"booting {args.scenario}") as step:
             echo = _ConsoleLines(con, step)
-            result = _run_one(path, args.disk, echo)
+            result = _run_one(path, args.disk, echo, args.fault)
         echo.close()
     if args.trace:
         write_trace(result, args.trace)
@@ -220,6 +231,7 @@ def _explain_args(p):
     _scenario_arg(p)
     _disk_arg(p)
     _json_arg(p)
+    _fault_arg(p)
 
 
 @command("explain", "the causal chain of one request, read off the trace",
@@ -232,7 +244,7 @@ def cmd_explain(args) -> int:
     load(path)
     con = term.console(json=args.json)
     with term.progress(con, None, f"booting {args.scenario}"):
-        result = _run_one(path, args.disk)
+        result = _run_one(path, args.disk, faults=args.fault)
     s = report.summary(result)
     stalled = s["first_stalled_request"] is not None
     which = "the first request that did not complete" if stalled else "a typical request"

@@ -117,6 +117,8 @@ def diagnose(result) -> list[dict]:
         elif e.name == "ioeventfd_emulation_skipped":
             steps.append(_step(e, "QEMU", "memory_region_dispatch_write_eventfds",
                                f"ioeventfd emulation skipped for {f['eventfd']!r}: {f['why']}"))
+        elif e.name == "fault_lost_kick":
+            steps.append(_fault_step(e))
         elif e.name == "dataplane_start":
             steps.append(_step(e, "QEMU", "virtio_blk_data_plane_start",
                                f"started by this kick ({f['by']}): host notifier {f['host_notifier']!r} "
@@ -131,9 +133,12 @@ def diagnose(result) -> list[dict]:
         elif e.name == "blk_request":
             steps.append(_step(e, e.actor, "virtio_blk_handle_request",
                                f"popped {f['type']} sector {f['sector']} x{f['count']}"))
+        elif e.name in ("blkdebug", "fault_lost_kick"):
+            steps.append(_fault_step(e))
         elif e.name == "blk_complete" and f["used_idx"] == want:
             steps.append(_step(e, e.actor, "virtio_blk_req_complete",
-                               f"status {f['status']}, used->idx := {f['used_idx']}"))
+                               f"status {f['status']}" + (" (VIRTIO_BLK_S_IOERR)" if f["status"] == 1 else "")
+                               + f", used->idx := {f['used_idx']}"))
             served = True
             break
         elif e.name == "virtio_timeout":
@@ -142,7 +147,57 @@ def diagnose(result) -> list[dict]:
             break
     if not served:
         steps += _unserved(result, ev, j, addr, notify_t, want)
-    return steps
+    return _with_faults(result, steps)
+
+
+_BLKDEBUG = {
+    "io_error": ("blkdebug_co_preadv", "inject-error errno 5: the I/O returns -EIO"),
+    "hang": ("blkdebug_debug_event", "breakpoint: the request is suspended and never resumed"),
+    "delay": ("blkdebug_co_preadv", "a slow backend"),
+    "short_read": ("handle_aiocb_rw", "the file returns half: the rest is padded with zeros"),
+}
+
+
+def _fault_step(e) -> dict:
+    """A fault acting (sim.faults): in the block backend, or one lost notify."""
+    f = e.fields
+    if e.name == "fault_lost_kick":
+        return _step(e, "fault", f["where"].split(":")[0],
+                     f"{f['fault']}: notify #{f['kick']} lost at the {f['layer']} layer ({f['where']})")
+    func, text = _BLKDEBUG[f["kind"]]
+    return _step(e, "fault", func, f"{f['fault']}: {f['event']} of request #{f['request']} "
+                                   f"(sector {f['sector']}): {text}")
+
+
+def _with_faults(result, steps: list[dict]) -> list[dict]:
+    """The scenario's faults first; a drain the vcpu thread never left last:
+    the VM hangs in QEMU (bus mastering cleared or a reset, the dataplane
+    stopped, the block layer drained for a request that never completes)."""
+    faults = getattr(result.scenario, "faults", ())
+    if not faults:
+        return steps
+    ev = result.trace.events
+    head = [{"t_us": 0.0, "layer": "fault", "function": "blkdebug" if f.kind != "lost_kick" else f.layer,
+             "text": f"injected: {f.text()}"} for f in faults]
+    tail = []
+    begins = [i for i, e in enumerate(ev) if e.name == "bdrv_drain_begin"]
+    if result.hung and begins and len(begins) > len(result.trace.named("bdrv_drain_end")):
+        k = begins[-1]
+        for e in ev[:k]:
+            if e.name == "bus_master_cleared" and e.t_ns >= ev[k].t_ns - 1000:
+                tail.append(_step(e, "QEMU", "virtio_write_config",
+                                  "SLOF's close clears bus mastering (PCI command & ~7): virtio_pci_stop_ioeventfd"))
+            elif e.name == "dataplane_stop" and e.t_ns >= ev[k].t_ns - 1000:
+                tail.append(_step(e, "QEMU", "virtio_blk_data_plane_stop", "the dataplane stops; the disk goes "
+                                                                           "back to the main loop's context"))
+        d = ev[k].fields
+        tail.append(_step(ev[k], "QEMU", "bdrv_drain",
+                          f"{d['why']} drains the block layer holding the BQL: {d['in_flight']} request(s) in "
+                          f"flight, suspended #{', #'.join(map(str, d['suspended'])) or '-'}"))
+        tail.append(_step(ev[-1], "QEMU", "BDRV_POLL_WHILE",
+                          "the drain never returns: the vcpu thread is blocked in QEMU -- the VM hangs in QEMU, "
+                          "not in the guest"))
+    return head + steps + tail
 
 
 def _startup(ev, before: int) -> list[dict]:
@@ -210,6 +265,8 @@ def diagnose_kernel(ev) -> list[dict]:
             steps.append(_step(e, "KVM", "kvmppc_emulate_mmio", f"{f['reason']} to QEMU: {f['why']}"))
         elif e.name == "eventfd_read" and e.actor in ("iothread", "qemu-main"):
             steps.append(_step(e, e.actor, "aio_dispatch", f"{f['eventfd']!r} readable: handler runs"))
+        elif e.name == "fault_lost_kick":
+            steps.append(_fault_step(e))
         elif e.name == "dataplane_start":
             steps.append(_step(e, "QEMU", "virtio_blk_data_plane_start",
                                f"host notifier {f['host_notifier']!r} moved to {f['iothread']}"))
@@ -264,7 +321,8 @@ def _unserved(result, ev, j, addr, notify_t, want) -> list[dict]:
     for code in ("E3404", "E3407"):
         k = text.find(code)
         if k >= 0:
-            steps.append(_step(ev[-1], "SLOF", "boot", text[k:text.find("\n", k)].strip()))
+            end = text.find("\n", k)
+            steps.append(_step(ev[-1], "SLOF", "boot", text[k:end if end >= 0 else len(text)].strip()))
     return steps
 
 
