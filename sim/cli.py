@@ -400,9 +400,10 @@ def cmd_check(args) -> int:
         term.print_check(con, table)
         return code
     width = max(len(r[0]) for r in table)
-    print(f"{'scenario':<{width}}  {'outcome':<8} {'sim time':>11}  {'notify exits':>12} {'in kernel':>9}  result")
+    ow = max(8, *(len(r[1]) for r in table))
+    print(f"{'scenario':<{width}}  {'outcome':<{ow}} {'sim time':>11}  {'notify exits':>12} {'in kernel':>9}  result")
     for name, outcome, t, ex, ik, res in table:
-        print(f"{name:<{width}}  {outcome:<8} {t:>9.3f} s  {ex:>12} {ik:>9}  {res}")
+        print(f"{name:<{width}}  {outcome:<{ow}} {t:>9.3f} s  {ex:>12} {ik:>9}  {res}")
     return code
 
 
@@ -412,15 +413,16 @@ def _matrix_args(p):
     p.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N",
                    help="worker processes; the map is the same for any N (default: the number of cores)")
     _json_arg(p)
+    _fault_arg(p)
 
 
 @command("matrix", "which hosts stall: every modelled QEMU x Linux release",
-         "slofsim matrix\n  slofsim matrix --json -j 2",
+         "slofsim matrix\n  slofsim matrix --json -j 2\n  slofsim matrix --fault hang:2-",
          exits="0 printed, 2 usage error, 130 interrupted", args=_matrix_args)
 def cmd_matrix(args) -> int:
     """The stall map, its boundary lines and the commits behind them (sim.matrix)."""
     from sim import matrix
-    m = matrix.run(jobs=args.jobs)
+    m = matrix.run(jobs=args.jobs, faults=args.fault or ())
     if args.json:
         _print_json({"schema_version": report.SCHEMA_VERSION, "command": "matrix", **matrix.to_json(m)})
     else:

@@ -11,6 +11,7 @@ rows (and commits) that changed there; one more boot per row, with that
 row set back alone, tells a cause from a row that merely changed too.
 """
 
+import functools
 from concurrent.futures import ProcessPoolExecutor
 
 from sim.kvm import releases as linux
@@ -39,7 +40,7 @@ def keys(cfg) -> tuple[tuple, tuple]:
     _, iothread, modern = cfg
     skip = (set() if modern else MODERN_ONLY) | (set() if iothread else DATAPLANE_ONLY)
     return tuple(f for f in QEMU_KEY if f not in skip), tuple(f for f in LINUX_KEY if f not in skip)
-SYMBOL = {"booted": ".", "stalled": "S", "failed": "F", None: "-"}
+SYMBOL = {"booted": ".", "stalled": "S", "failed": "F", "hung-in-qemu": "Q", None: "-"}
 
 
 def classes(table, key) -> list[list[tuple[int, int]]]:
@@ -59,9 +60,10 @@ def config_name(cfg) -> str:
     return f"{kvm} {'iothread' if iothread else 'no-iothread'} {'modern' if modern else 'legacy'}"
 
 
-def _boot(cell, qemu_overrides=None, linux_overrides=None) -> tuple:
+def _boot(cell, qemu_overrides=None, linux_overrides=None, faults=()) -> tuple:
     """One representative boot (runs in a worker process); the overrides
-    set table fields otherwise (a counterfactual release)."""
+    set table fields otherwise (a counterfactual release); faults
+    (sim.faults, `matrix --fault`) act in every boot."""
     from sim import machine, report
     from sim.scenario import Scenario, release_defaults
     q, k, (kvm, iothread, modern) = cell
@@ -70,35 +72,37 @@ def _boot(cell, qemu_overrides=None, linux_overrides=None) -> tuple:
         return cell, None, None
     scn = Scenario(path="<matrix>", name=f"matrix-{q[0]}.{q[1]}-{k[0]}.{k[1]}", kernel_version=f"{k[0]}.{k[1]}",
                    kvm=kvm, qemu_version=q, iothread=iothread, disable_modern=not modern,
-                   qemu_overrides=qo, linux_overrides=lo, **release_defaults(q, qo))
+                   qemu_overrides=qo, linux_overrides=lo, faults=tuple(faults), **release_defaults(q, qo))
     s = report.summary(machine.run(scn))
     return cell, s["outcome"], s["first_stalled_request"]
 
 
 def _ablate(job) -> tuple:
     """(boundary index, field, outcome with that one field as before the boundary)."""
-    i, axis, cell, field, value = job
+    i, axis, cell, field, value, faults = job
     over = {field: value}
-    _, outcome, _ = _boot(cell, over if axis == "QEMU" else None, over if axis == "Linux" else None)
+    _, outcome, _ = _boot(cell, over if axis == "QEMU" else None, over if axis == "Linux" else None, faults)
     return i, field, outcome
 
 
-def run(jobs: int = 1, step=lambda text=None, advance=0: None) -> dict:
+def run(jobs: int = 1, step=lambda text=None, advance=0: None, faults=()) -> dict:
     """Boot one representative per (QEMU class, Linux class) of each
-    configuration; every release gets its class's outcome."""
+    configuration; every release gets its class's outcome. faults: the
+    same faults in every boot (the map under a failing disk, say)."""
+    boot = functools.partial(_boot, faults=tuple(faults))
     qc, lc = classes(qemu.TABLE, QEMU_KEY), classes(linux.TABLE, LINUX_KEY)
     per_cfg = {cfg: (classes(qemu.TABLE, keys(cfg)[0]), classes(linux.TABLE, keys(cfg)[1])) for cfg in CONFIGS}
     cells = [(q[0], k[0], cfg) for cfg, (cq, ck) in per_cfg.items() for q in cq for k in ck]
     if jobs > 1:
         with ProcessPoolExecutor(min(jobs, len(cells))) as pool:
             done = []
-            for r in pool.map(_boot, cells, chunksize=4):
+            for r in pool.map(boot, cells, chunksize=4):
                 done.append(r)
                 step(advance=1)
     else:
         done = []
         for c in cells:
-            done.append(_boot(c))
+            done.append(boot(c))
             step(advance=1)
     booted = {cell: (o, first) for cell, o, first in done}
     done = None
@@ -110,7 +114,7 @@ def run(jobs: int = 1, step=lambda text=None, advance=0: None) -> dict:
                     for kv in k:
                         outcome[(qv, kv, cfg)] = booted[(q[0], k[0], cfg)]
     found = boundaries(qc, lc, outcome)
-    jobs_ab = attribution_jobs(found)
+    jobs_ab = [j + (tuple(faults),) for j in attribution_jobs(found)]
     if jobs > 1 and jobs_ab:
         with ProcessPoolExecutor(min(jobs, len(jobs_ab))) as pool:
             ablated = list(pool.map(_ablate, jobs_ab))
@@ -120,7 +124,7 @@ def run(jobs: int = 1, step=lambda text=None, advance=0: None) -> dict:
         e = found[i]
         e["causes"][field] = got == e["from"]
     return {"qemu_classes": qc, "linux_classes": lc, "outcome": outcome, "boots": len(cells) + len(jobs_ab),
-            "boundaries": found}
+            "boundaries": found, "faults": [f.text() for f in faults]}
 
 
 def attribution_jobs(found) -> list[tuple]:
@@ -187,9 +191,12 @@ def _where(entry, axis_other) -> str:
 
 def format_text(m: dict) -> str:
     qc, lc, outcome = m["qemu_classes"], m["linux_classes"], m["outcome"]
-    lines = ["stall map: S stalled, . booted, F failed, - not offered (modern virtio before QEMU 2.4)",
+    lines = ["stall map: S stalled, . booted, F failed, Q hung in QEMU, - not offered (modern virtio before QEMU 2.4)",
              "columns: QEMU releases; rows: Linux (host KVM) releases; one block per configuration",
-             f"(releases whose table rows agree on all a boot reads are one class: {m['boots']} boots)", ""]
+             f"(releases whose table rows agree on all a boot reads are one class: {m['boots']} boots)"]
+    if m.get("faults"):
+        lines.append(f"every boot with the fault(s): {'; '.join(m['faults'])}")
+    lines.append("")
     heads = [_span(c) for c in qc]
     wl = max(len("Linux " + _span(c)) for c in lc) + 2
     for cfg in CONFIGS:
@@ -222,6 +229,7 @@ def to_json(m: dict) -> dict:
                 per[ver(kv)] = {ver(qv): outcome[(q[0], k[0], cfg)][0] for q in qc for qv in q}
     return {
         "boots": m["boots"],
+        "faults": m.get("faults", []),
         "qemu_classes": [[ver(v) for v in c] for c in qc],
         "linux_classes": [[ver(v) for v in c] for c in lc],
         "configs": [config_name(c) for c in CONFIGS],

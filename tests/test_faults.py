@@ -232,3 +232,51 @@ def test_one_lost_kick_costs_one_timeout_then_the_next_kick_serves_both(scenario
     lost = r.trace.named("fault_lost_kick")
     assert [(e.fields["layer"], e.fields["kick"]) for e in lost] == [(layer, 3)]
     assert report.summary(r)["timeouts"] == 1
+
+
+# --- matrix --fault ----------------------------------------------------------------------------
+
+def test_matrix_with_a_hang_finds_where_the_vm_hangs_in_qemu(monkeypatch, capsys):
+    """Every boot with hang:2-: with an iothread, from QEMU 2.8 (the
+    dataplane stops through stop_ioeventfd, so SLOF's close drains) the VM
+    hangs in QEMU; before, SLOF times out and goes on (stalled)."""
+    import json
+    from sim import matrix
+    from sim.cli import main
+    monkeypatch.setattr(matrix, "CONFIGS", (("HV", True, False),))
+    assert main(["matrix", "--json", "-j", "1", "--fault", "hang:2-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    row = doc["map"]["HV iothread legacy"]["4.1"]
+    assert doc["faults"] == ["hang:2-"]
+    assert (row["2.4"], row["2.7"], row["2.8"], row["7.2"]) == ("stalled", "stalled", "hung-in-qemu", "hung-in-qemu")
+    b = next(x for x in doc["boundaries"] if x["to"] == "hung-in-qemu")
+    assert b["release"] == "2.8" and {r["field"] for r in b["rows"] if r["cause"]} >= {"dataplane_start"}
+
+
+# --- the campaign's fault cases ------------------------------------------------------------------
+
+def test_random_fault_cases_keep_the_campaigns_properties():
+    """No host exception, a bounded run, every outcome explained (sim.fuzz.faults.check)."""
+    import random
+    from collections import Counter
+    from sim.fuzz.cases import RandomChooser
+    from sim.fuzz.faults import gen_fault_case, run_fault_case
+    ch = RandomChooser(random.Random(7))
+    outcomes = Counter()
+    for _ in range(10):
+        case = gen_fault_case(ch)
+        r = run_fault_case(case)
+        assert r.ok, (str(case), r.exception, r.hung, r.violations)
+        outcomes[case.faults[0].kind] += 1
+    assert len(outcomes) >= 3
+
+
+def test_the_fault_oracle_catches_an_unexplained_hang(scenario_file):
+    """A run that reached the watchdog with no drain behind it is a finding."""
+    from sim.fuzz.faults import FaultCase, check
+    case = FaultCase("7.2", "6.1", True, 5000, (Fault("hang", 2, None),))
+    r = _boot(scenario_file, HANG_AFTER1)
+    base = _boot(scenario_file, "")
+    assert check(case, r, base) == []
+    r.trace.events[:] = [e for e in r.trace.events if e.name != "bdrv_drain_begin"]
+    assert "the run reached the watchdog without a VM hung in QEMU" in check(case, r, base)

@@ -26,6 +26,7 @@ from sim.fuzz.cases import (
     KINDS, Case, CaseResult, DISK, RAM_SIZE, RandomChooser, Tally, WALL_LIMIT_S, WATCHDOG_S, _WallClockHang,
     gen_case,
 )
+from sim.fuzz.faults import gen_fault_case, run_fault_case
 from sim.fuzz.guest import HostileGuest, Oracle
 
 # -- running a case --------------------------------------------------------
@@ -140,6 +141,9 @@ def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | N
         while True:
             case = gen_case(ch)
             c.add(case, run_case(case, disk_file=disk_file))
+            if c.cases % 4 == 3:        # every fourth machine: SLOF under random faults (sim.fuzz.faults)
+                fcase = gen_fault_case(ch)
+                c.add(fcase, run_fault_case(fcase))
             c.wall_s = clock() - start
             on_case(c)
             if c.wall_s >= seconds:
@@ -159,7 +163,7 @@ def format_campaign(c: Campaign, seconds: float, seed: int) -> str:
              f"{c.sim_time:.3f} simulated s",
              "request statuses: " + (", ".join(f"{names.get(k, k)} {v}" for k, v in sorted(c.statuses.items()))
                                      or "none"),
-             "machines by kind: " + ", ".join(f"{k} {c.kinds[k]}" for k in KINDS),
+             "machines by kind: " + ", ".join(f"{k} {c.kinds[k]}" for k in KINDS + ("faults",)),
              "raw hcalls: " + (", ".join(f"{k} {v}" for k, v in sorted(c.hcall_paths.items())) or "none"),
              "MMU-on loads/stores: " + (", ".join(f"{k} {v}" for k, v in sorted(c.mmio_paths.items()))
                                         or "none"),
