@@ -251,7 +251,7 @@ def cmd_explain(args) -> int:
     if args.json:
         _print_json({"schema_version": report.SCHEMA_VERSION, "command": "explain", "scenario": s["scenario"],
                      "outcome": s["outcome"], "request": "first stalled" if stalled else "typical",
-                     "diagnosis": report.diagnose(result)})
+                     "diagnosis": report.diagnose(result), "faults": [f.text() for f in result.scenario.faults]})
     elif con is None:
         print(f"{result.scenario.name}: {s['outcome']}. The causal chain of {which}:")
         print(format_diagnosis(report.diagnose(result)))

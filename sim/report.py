@@ -233,6 +233,7 @@ def to_json(result) -> dict:
     out["register_accesses"] = register_accesses(result)
     out["console"] = result.console.text()
     out["diagnosis"] = diagnose(result)
+    out["faults"] = [f.text() for f in result.scenario.faults]
     return out
 
 

@@ -235,6 +235,8 @@ def validator():
     (["run", "dataplane-fixed", "--json"], 0),
     (["run", "qemu-fixed-kernel-old", "--json"], 1),
     (["explain", "dataplane-stall", "--json"], 0),
+    (["run", "fault-hang-after1-io", "--json"], 1),
+    (["explain", "fault-eio-2015", "--json", "--fault", "delay:3,delay_ms=5"], 0),
     (["compare", "dataplane-stall", "dataplane-fixed", "--json"], 0),
     (["check", SCENARIOS, "-j", "1", "--json"], 0),
 ])

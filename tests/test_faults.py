@@ -280,3 +280,29 @@ def test_the_fault_oracle_catches_an_unexplained_hang(scenario_file):
     assert check(case, r, base) == []
     r.trace.events[:] = [e for e in r.trace.events if e.name != "bdrv_drain_begin"]
     assert "the run reached the watchdog without a VM hung in QEMU" in check(case, r, base)
+
+
+# --- the command line --------------------------------------------------------------------------
+
+def test_fault_option_adds_to_the_scenario_and_explain_names_it(capsys):
+    import json
+    from sim.cli import main
+    assert main(["explain", "dataplane-fixed", "--json", "--fault", "io_error:5", "--fault", "hang:7-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["faults"] == ["io_error:5", "hang:7-"] and doc["outcome"] == "stalled"
+    texts = [s["text"] for s in doc["diagnosis"]]
+    assert texts[:2] == ["injected: io_error:5", "injected: hang:7-"]
+    assert any("hang:7-: read_aio of request #7" in t and "never resumed" in t for t in texts)
+
+
+@pytest.mark.parametrize("arg,msg", [
+    ("hang:0", "--fault hang:0: requests: expected"),
+    ("lost_kick:1", "--fault lost_kick:1: layer: expected one of kvm | qemu | iothread"),
+    ("delay:2,delay_ms=x", "delay_ms: expected an integer"),
+    ("hang:2,sectors", "'sectors': expected key=value"),
+])
+def test_bad_fault_option_is_a_one_line_usage_error(capsys, arg, msg):
+    from sim.cli import main
+    assert main(["run", "dataplane-fixed", "--fault", arg]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
