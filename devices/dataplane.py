@@ -56,6 +56,9 @@ class VirtIOBlockDataPlane:
         # drains before it moves the disk off the IOThread (2.4:
         # bdrv_set_aio_context -> bdrv_drain_all; 7.2: bdrv_try_change_aio_context,
         # only when the context changes, which it does with an iothread).
+        # ASSUMPTION: releases after 7.2 do the same; a later blk_drain()
+        # before blk_set_aio_context (seen on the list, release not
+        # identified) would drain without an iothread too.
         self.vdev.transport.qemu.bdrv_drain(actor, self.vdev.blkdebug, "virtio_blk_data_plane_stop")
 
     def handle_notify(self) -> None:
