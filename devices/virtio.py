@@ -80,7 +80,7 @@ class VirtIODevice:
         from 4.2 any queue with a host notifier does."""
         if n >= len(self.vqs) or not self.vqs[n].ready():
             return
-        if self.fault_plan is not None and self.fault_plan.drop_kick("qemu", actor, "virtio_queue_notify"):
+        if self.fault_plan is not None and self.fault_plan.drop_kick("qemu", actor, "virtio_queue_notify", f"vq {n}"):
             return
         vq = self.vqs[n]
         mode = self.userspace_kick

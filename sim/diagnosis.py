@@ -36,14 +36,26 @@ def notify_addrs(result) -> set[int]:
     return addrs
 
 
-def _pick(events) -> int | None:
-    """Index of the request to explain."""
+def _pick(events, faulted: int | None = None) -> int | None:
+    """Index of the request to explain: the first that never completed,
+    else the first a fault acted on, else a typical one."""
     done = {e.fields["used_idx"] for _, e in events if e.name == "blk_complete"}
     subs = [(i, e) for i, e in events if e.name == "virtio_blk_submit"]
     for i, e in subs:
         if e.fields["avail_idx"] not in done:
             return i
+    if faulted is not None:
+        return faulted
     return subs[min(4, len(subs) - 1)][0] if subs else None
+
+
+def _pick_fault(ev) -> int | None:
+    """With faults: the request the first fault acted on (the last one
+    SLOF posted before it acted)."""
+    k = next((i for i, e in enumerate(ev) if e.name in ("blkdebug", "fault_lost_kick")), None)
+    if k is None:
+        return None
+    return next((i for i in range(k, -1, -1) if ev[i].name == "virtio_blk_submit"), None)
 
 
 def diagnose(result) -> list[dict]:
@@ -51,7 +63,8 @@ def diagnose(result) -> list[dict]:
     not what the 2015 bug is about; sim.trace.split_stages)."""
     fw, kern = split_stages(result.trace)
     ev = fw.events
-    start = _pick([(i, e) for i, e in enumerate(ev) if e.name in ("virtio_blk_submit", "blk_complete")])
+    start = _pick([(i, e) for i, e in enumerate(ev) if e.name in ("virtio_blk_submit", "blk_complete")],
+                  _pick_fault(ev))
     if start is None:
         return diagnose_kernel(kern.events)   # SLOF read nothing (-kernel): the kernel's first read
     sub = ev[start]
@@ -162,7 +175,7 @@ def _fault_step(e) -> dict:
     """A fault acting (sim.faults): in the block backend, or one lost notify."""
     f = e.fields
     if e.name == "fault_lost_kick":
-        return _step(e, "fault", f["where"].split(":")[0],
+        return _step(e, "fault", f["func"],
                      f"{f['fault']}: notify #{f['kick']} lost at the {f['layer']} layer ({f['where']})")
     func, text = _BLKDEBUG[f["kind"]]
     return _step(e, "fault", func, f"{f['fault']}: {f['event']} of request #{f['request']} "
@@ -177,7 +190,8 @@ def _with_faults(result, steps: list[dict]) -> list[dict]:
     if not faults:
         return steps
     ev = result.trace.events
-    head = [{"t_us": 0.0, "layer": "fault", "function": "blkdebug" if f.kind != "lost_kick" else f.layer,
+    where = {"kvm": "ioeventfd_write", "qemu": "virtio_queue_notify", "iothread": "aio_poll", None: "blkdebug"}
+    head = [{"t_us": 0.0, "layer": "fault", "function": where[f.layer],
              "text": f"injected: {f.text()}"} for f in faults]
     tail = []
     begins = [i for i, e in enumerate(ev) if e.name == "bdrv_drain_begin"]

@@ -137,8 +137,9 @@ class FaultPlan:
     def block(self) -> tuple:
         return tuple(f for f in self.faults if f.kind != "lost_kick")
 
-    def drop_kick(self, layer: str, actor: str, where: str) -> bool:
-        """Count one notify reaching `layer`; True if a lost_kick drops it."""
+    def drop_kick(self, layer: str, actor: str, func: str, where: str) -> bool:
+        """Count one notify reaching `layer` (in the real stack's function
+        func); True if a lost_kick drops it."""
         if not any(f.kind == "lost_kick" for f in self.faults):
             return False
         self.kicks[layer] += 1
@@ -146,5 +147,5 @@ class FaultPlan:
         fault = next((f for f in self.faults if f.kind == "lost_kick" and f.layer == layer and f.selects(n)), None)
         if fault is None:
             return False
-        self.trace.emit(actor, "fault_lost_kick", fault=fault.text(), layer=layer, kick=n, where=where)
+        self.trace.emit(actor, "fault_lost_kick", fault=fault.text(), layer=layer, kick=n, func=func, where=where)
         return True

@@ -309,3 +309,14 @@ def test_bad_fault_option_is_a_one_line_usage_error(capsys, arg, msg):
     assert main(["run", "dataplane-fixed", "--fault", arg]) == 2
     err = capsys.readouterr().err
     assert msg in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("layer,func", [("kvm", "ioeventfd_write"), ("iothread", "aio_poll")])
+def test_explain_follows_the_request_whose_kick_was_lost(scenario_file, layer, func):
+    r = _boot(scenario_file, f'[[faults]]\nkind = "lost_kick"\nrequests = "3"\nlayer = "{layer}"\n')
+    steps = report.diagnose(r)
+    assert steps[0] == {"t_us": 0.0, "layer": "fault", "function": func, "text": f"injected: lost_kick:3,layer={layer}"}
+    assert any(s["text"].startswith("request #3:") for s in steps)
+    lost = next(s for s in steps[1:] if s["layer"] == "fault")
+    assert lost["function"] == func and f"notify #3 lost at the {layer} layer" in lost["text"]
+    assert "timeout, status 255" in steps[-1]["text"]

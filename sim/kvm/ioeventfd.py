@@ -48,7 +48,7 @@ class IoEventFd(IoDevice):
         if not self.in_range(addr, length, buf):
             return -EOPNOTSUPP
         plan = self.vm.fault_plan
-        self.lost = plan is not None and plan.drop_kick("kvm", "kvm", self.describe())
+        self.lost = plan is not None and plan.drop_kick("kvm", "kvm", "ioeventfd_write", self.describe())
         if not self.lost:
             self.eventfd.signal()
         return 0

@@ -57,7 +57,7 @@ class AioContext:
             """A signal while watched; a lost_kick fault at this thread
             leaves it unseen (the count stays: the next wake-up reads it)."""
             plan = self.fault_plan
-            if plan is None or not plan.drop_kick(self.actor, self.actor, f"aio_poll: {efd.label}"):
+            if plan is None or not plan.drop_kick(self.actor, self.actor, "aio_poll", efd.label):
                 waker()
         self._wakers[efd] = signalled
         efd.wait_queue.append(signalled)
