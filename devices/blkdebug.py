@@ -39,25 +39,26 @@ class BlkDebug:
         self.requests = 0
         self.in_flight = 0
         self.suspended: list[int] = []
-        self._idle = trio.Event()
-        self._idle.set()
+        self._changed = trio.Event()
 
     def begin(self) -> None:
         """bdrv_inc_in_flight."""
         self.in_flight += 1
-        if self._idle.is_set():
-            self._idle = trio.Event()
 
     def end(self) -> None:
-        """bdrv_dec_in_flight: a drain waiting on it goes on."""
+        """bdrv_dec_in_flight: a drain waiting on it looks again."""
         self.in_flight -= 1
-        if not self.in_flight:
-            self._idle.set()
+        self._changed.set()
+        self._changed = trio.Event()
 
-    async def drained(self) -> None:
-        """BDRV_POLL_WHILE(bs, bdrv_drain_poll(...)): until nothing is in flight."""
-        while self.in_flight:
-            await self._idle.wait()
+    async def drain(self) -> bool:
+        """BDRV_POLL_WHILE(bs, bdrv_drain_poll(...)): True once nothing is in
+        flight. False as soon as only suspended requests are: nothing
+        resumes them, so the real poll would never return (the machine
+        stops there instead of at its watchdog)."""
+        while self.in_flight > len(self.suspended):
+            await self._changed.wait()
+        return not self.in_flight
 
     async def aio(self, is_read: bool, sector: int, nbytes: int) -> tuple[int, int]:
         """Before the I/O: (errno, bytes the file returns). May never return."""

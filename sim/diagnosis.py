@@ -195,7 +195,7 @@ def _with_faults(result, steps: list[dict]) -> list[dict]:
              "text": f"injected: {f.text()}"} for f in faults]
     tail = []
     begins = [i for i, e in enumerate(ev) if e.name == "bdrv_drain_begin"]
-    if result.hung and begins and len(begins) > len(result.trace.named("bdrv_drain_end")):
+    if begins and len(begins) > len(result.trace.named("bdrv_drain_end")):
         k = begins[-1]
         for e in ev[:k]:
             if e.name == "bus_master_cleared" and e.t_ns >= ev[k].t_ns - 1000:
@@ -209,8 +209,8 @@ def _with_faults(result, steps: list[dict]) -> list[dict]:
                           f"{d['why']} drains the block layer holding the BQL: {d['in_flight']} request(s) in "
                           f"flight, suspended #{', #'.join(map(str, d['suspended'])) or '-'}"))
         tail.append(_step(ev[-1], "QEMU", "BDRV_POLL_WHILE",
-                          "the drain never returns: the vcpu thread is blocked in QEMU -- the VM hangs in QEMU, "
-                          "not in the guest"))
+                          "only suspended requests are in flight, so the drain never returns: the vcpu thread is "
+                          "blocked in QEMU with the BQL -- the VM hangs in QEMU, not in the guest"))
     return head + steps + tail
 
 

@@ -305,7 +305,10 @@ class SpaprMachine:
             result = self._handle_exit(run)
             while self.vcpu_waits:
                 why, blk = self.vcpu_waits.pop(0)
-                await self.bql.hold("qemu-vcpu", blk.drained())
+                drained = await self.bql.hold("qemu-vcpu", blk.drain())
+                if not drained:     # the vcpu thread never leaves QEMU, the BQL is never released
+                    self.trace.emit("qemu-vcpu", "vm_hung_in_qemu", why=why, suspended=list(blk.suspended))
+                    return {"stage": "hung in QEMU", "drain": why}
                 self.trace.emit("qemu-vcpu", "bdrv_drain_end", why=why)
             self.bql.unlock("qemu-vcpu")
             if result is not None:

@@ -25,15 +25,15 @@ class Bql:
         self.waits = 0
         self._blocked = None
 
-    async def hold(self, actor: str, wait) -> None:
+    async def hold(self, actor: str, wait):
         """The one wait done holding the BQL: a drain in the vcpu thread
         (bdrv_drain_all / blk_drain polls with it held). Other takers wait
-        until it ends; if it never does, neither do they."""
+        until it ends; if it never does, neither do they. Returns its result."""
         self._blocked = done = trio.Event()
         self.last_holder = actor
         await vtime.settle()
         try:
-            await wait
+            return await wait
         finally:
             self._blocked = None
             done.set()
