@@ -143,5 +143,13 @@ def build(result, notify_addrs: set[int]) -> dict:
         elif e.name == "virtio_timeout":
             out.append({"ph": "i", "s": "t", "name": "SLOF timeout", "pid": PID, "tid": TRACKS["guest"][0],
                         "ts": _us(e.t_ns), "args": {"timeout_ms": f["timeout_ms"]}})
+        elif e.name in ("blkdebug", "fault_lost_kick") and e.actor in TRACKS:     # sim.faults acting
+            out.append({"ph": "i", "s": "t", "name": f"fault {f['fault']}", "pid": PID, "tid": TRACKS[e.actor][0],
+                        "ts": _us(e.t_ns), "args": {k: v for k, v in f.items() if k != "fault"}})
+        elif e.name == "bdrv_drain_begin":
+            end = next((x.t_ns for x in ev if x.name == "bdrv_drain_end" and x.t_ns >= e.t_ns), None)
+            out.append(_slice(f"bdrv_drain ({f['why']})" + (": VM hung in QEMU" if end is None else ""),
+                              e.actor, e.t_ns, result.end_ns if end is None else end, "drain",
+                              in_flight=f["in_flight"]))
     return {"traceEvents": out, "displayTimeUnit": "ns",
             "otherData": {"scenario": result.scenario.name, "generator": "slofsim"}}

@@ -321,3 +321,13 @@ def test_explain_follows_the_request_whose_kick_was_lost(scenario_file, layer, f
     lost = next(s for s in steps[1:] if s["layer"] == "fault")
     assert lost["function"] == func and f"notify #3 lost at the {layer} layer" in lost["text"]
     assert "timeout, status 255" in steps[-1]["text"]
+
+
+def test_the_trace_shows_each_fault_and_the_drain_the_vm_hangs_in(scenario_file):
+    from sim import perfetto
+    from sim.diagnosis import notify_addrs
+    r = _boot(scenario_file, HANG_AFTER1)
+    ev = perfetto.build(r, notify_addrs(r))["traceEvents"]
+    assert len([e for e in ev if e.get("name") == "fault hang:2-"]) == 20
+    drain = [e for e in ev if e.get("cat") == "drain"]
+    assert [e["name"] for e in drain] == ["bdrv_drain (virtio_blk_data_plane_stop): VM hung in QEMU"]
