@@ -17,7 +17,7 @@ time span both: "booted" means the kernel stage completed its reads.
 from collections import Counter
 
 from sim.abi import papr
-from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR
+from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR, VIRTIO_PCI_REGION_SIZE
 from sim.diagnosis import diagnose, notify_addrs  # noqa: F401  (diagnose is re-exported)
 from sim.perfetto import phase_spans
 from sim.trace import KERNEL_STAGE_PHASE, Trace, firmware_trace, split_stages  # noqa: F401  (re-exported)
@@ -81,8 +81,44 @@ def register_accesses(result) -> list[dict]:
         raw &= (1 << (8 * size)) - 1
         value = raw if bar == 0 and off >= VIRTIO_PCI_CONFIG_OFF_NO_MSIX or size == 1 else \
             int.from_bytes(raw.to_bytes(size, "big"), "little")
-        out.append({"bar": bar, "offset": off, "size": size,
+        out.append({"bar": bar, "region": _region(bar, off), "offset": off, "size": size,
                     "rw": "W" if nr == papr.H_LOGICAL_CI_STORE else "R", "value": value})
+    return out
+
+
+def _region(bar: int, off: int) -> str:
+    """The virtio-pci region an access in BAR 0 or the modern BAR falls in."""
+    if bar == 0:
+        return "legacy"
+    return ("common", "isr", "device", "notify")[min(off // VIRTIO_PCI_REGION_SIZE, 3)]
+
+
+def kernel_register_accesses(result) -> list[dict]:
+    """The kernel stage's device register accesses in order, as the device
+    saw them (region, offset in it, rw, size, value): each guest MMIO load
+    or store paired with the device model's access, or, for a QUEUE_NOTIFY
+    an ioeventfd took in KVM, with that signal."""
+    spans = [(b, n, 0) for b, n in _bar0_ranges(result)]
+    spans += [(b, n, VIRTIO_PCI_MODERN_MEM_BAR) for b, n in _bar4_ranges(result)]
+    out, pending = [], None
+    for e in split_stages(result.trace)[1].events:
+        f = e.fields
+        if e.name == "mmio_access" and e.actor == "guest":
+            pending = e
+        elif e.name == "virtio_pci_access" and pending is not None:
+            out.append({"region": f["region"], "offset": f["region_offset"], "rw": f["rw"], "size": f["size"],
+                        "value": f["value"]})
+            pending = None
+        elif e.name == "ioeventfd_signal" and pending is not None and pending.fields["rw"] == "W":
+            addr = pending.fields["addr"]
+            base, bar = next(((b, i) for b, n, i in spans if b <= addr < b + n), (None, None))
+            if base is not None:
+                off = addr - base
+                region = _region(bar, off)
+                out.append({"region": region, "offset": off if bar == 0 else off % VIRTIO_PCI_REGION_SIZE
+                            if region != "notify" else off - 3 * VIRTIO_PCI_REGION_SIZE,
+                            "rw": "W", "size": pending.fields["size"], "value": pending.fields["value"]})
+            pending = None
     return out
 
 
@@ -192,6 +228,7 @@ def to_json(result) -> dict:
     out["block_requests"] = [{k: r[k] for k in ("type", "sector", "count")}
                              for r in block_requests(firmware_trace(result.trace))]
     out["register_accesses"] = register_accesses(result)
+    out["kernel_register_accesses"] = kernel_register_accesses(result)
     out["console"] = result.console.text()
     out["diagnosis"] = diagnose(result)
     return out

@@ -162,6 +162,12 @@ class SpaprMachine:
                         ret=uapi.errno_name(ret))
         return ret
 
+    def cpu_virtio_is_big_endian(self) -> bool | None:
+        """virtio_current_cpu_endian for a reset the vcpu thread causes
+        (current_cpu): ppc_cpu_is_big_endian, !MSR[LE]; None off a vcpu."""
+        cpu = getattr(self, "current_cpu", None)
+        return None if cpu is None else not cpu.msr_le
+
     def msi_send(self, address: int, data: int, actor: str) -> None:
         """msix_notify -> msi_send_message: a 4-byte store of data to the
         MSI window, spapr_msi_write -> qemu_irq_pulse(XICS irq data) ->
@@ -257,6 +263,7 @@ class SpaprMachine:
     async def kvm_cpu_exec(self, vcpu) -> object:
         """qemu_kvm_cpu_thread_fn / kvm_cpu_exec: returns the guest model's result."""
         trace, costs = self.trace, self.costs
+        self.current_cpu = vcpu.cpu
         while True:
             run = await vcpu.ioctl_run()
             if run.exit_reason == SIM_GUEST_IDLE:
