@@ -168,7 +168,7 @@ def load(path: str) -> Scenario:
         raise ScenarioError(f"{path}: [machine] kernel: expected \"disk\" (SLOF loads it from the disk) or "
                             f"\"direct\" (QEMU -kernel), got {s.kernel!r}")
     g = data.get("guest", {})
-    s.guest_kernel = g.get("kernel", default_guest(s.qemu_version))
+    s.guest_kernel = g.get("kernel", default_guest(s.qemu_version, _version(path, "[kernel] version", s.kernel_version)))
     if s.guest_kernel not in GUEST_KERNELS:
         raise ScenarioError(f"{path}: [guest] kernel: expected one of {', '.join(sorted(GUEST_KERNELS))} "
                             f"(4.1 big-endian ppc64, 6.1 little-endian ppc64le), got {s.guest_kernel!r}")

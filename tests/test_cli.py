@@ -18,7 +18,7 @@ def test_run_json_fields_and_exit_codes(capsys):
         assert key in out
     assert out["outcome"] == "booted"
     assert out["block_requests"][0] == {"type": "read", "sector": 64, "count": 4}
-    assert out["register_accesses"][0] == {"bar": 0, "offset": 18, "size": 1, "rw": "W", "value": 0}
+    assert out["register_accesses"][0] == {"bar": 0, "region": "legacy", "offset": 18, "size": 1, "rw": "W", "value": 0}
     assert main(["run", "dataplane-stall", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["outcome"] == "stalled"
 

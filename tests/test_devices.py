@@ -76,6 +76,9 @@ class Host:
     def pci_set_irq(self, dev, level):
         self.irq_levels.append(level)
 
+    def cpu_virtio_is_big_endian(self):
+        return None      # a reset with no vcpu behind it: the target's default (big)
+
 
 class Rig:
     """virtio-blk-pci on 4 MiB of guest RAM with a 16-sector disk, driven

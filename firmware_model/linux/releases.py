@@ -101,16 +101,20 @@ LINUX_6_1 = GuestKernel(
 GUEST_KERNELS = {k.name: k for k in (LINUX_4_1, LINUX_6_1)}
 
 # The guest a scenario gets when it names none: the kernel of the stack's
-# era, by the QEMU release (since, guest). The SLOF stall is a 2015 story:
-# QEMU 2.2-2.4 and host kernels up to 4.1 ran big-endian 4.x guests (RHEL
-# 7.1/Ubuntu 15.04 ppc64); QEMU 2.5 (December 2015) onwards is the
-# little-endian distro era, whose guest today is 6.1 (Debian 12).
-DEFAULT_GUEST_BY_QEMU = (((0, 0), "4.1"), ((2, 5), "6.1"))
+# era. The SLOF stall is a 2015 story: QEMU 2.2-2.4 on host kernels up to
+# 4.1 ran big-endian 4.x guests (RHEL 7.1, Ubuntu 15.04 ppc64). A stack
+# with QEMU or the host kernel older than the first releases after that
+# (QEMU 2.5, December 2015; Linux 4.2, August 2015) is that era's; any
+# newer stack is the little-endian distro era, whose guest today is 6.1
+# (Debian 12, the real-grub reference).
+ERA_2015_BEFORE = {"qemu": (2, 5), "host_kernel": (4, 2)}
+ERA_GUEST = {"2015": "4.1", "today": "6.1"}
 
 
-def default_guest(qemu_version: tuple[int, int]) -> str:
-    """The row of DEFAULT_GUEST_BY_QEMU in force for that QEMU."""
-    return [guest for since, guest in DEFAULT_GUEST_BY_QEMU if since <= qemu_version][-1]
+def default_guest(qemu_version: tuple[int, int], host_kernel: tuple[int, int]) -> str:
+    """ERA_GUEST for the era ERA_2015_BEFORE puts the stack in."""
+    old = qemu_version < ERA_2015_BEFORE["qemu"] or host_kernel < ERA_2015_BEFORE["host_kernel"]
+    return ERA_GUEST["2015" if old else "today"]
 
 
 def driver_features(kernel: GuestKernel, modern: bool) -> int:
