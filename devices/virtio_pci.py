@@ -122,7 +122,10 @@ class VirtIOPCIProxy(PCIDevice):
         self.modern = modern        # !disable-modern: a transitional device
         self.fast_mmio = fast_mmio  # kvm_ioeventfd_any_length_enabled()
         self.queue_mem_mult = QEMU_VIRTIO_PCI_QUEUE_MEM_MULT if page_per_vq else 4
-        self.bar = MemoryRegion("virtio-pci", 20 + vdev.config_len, ops=_LegacyOps(self))
+        # virtio_pci_device_plugged: pow2ceil(VIRTIO_PCI_REGION_SIZE + config_len),
+        # the region size counting the MSI-X vectors (24: MSI-X is present).
+        self.bar = MemoryRegion("virtio-pci", _pow2(VIRTIO_PCI_CONFIG_OFF_NO_MSIX + 4 + vdev.config_len),
+                                ops=_LegacyOps(self))
         self.register_bar(0, PCI_BASE_ADDRESS_SPACE_IO, self.bar)
         if modern:
             self._modern_init()

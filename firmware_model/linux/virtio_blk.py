@@ -148,6 +148,7 @@ class LinuxVirtioBlk:
         if ids & 0xFFFF != 0x1AF4:
             raise KernelIoError(f"no virtio device at devfn {fn.devfn} (ids 0x{ids:08x})")
         caps = await self._capabilities()
+        self.resources = {i: await self.fn.read(0x10 + 4 * i, 4) for i in range(6)}   # pci_read_bases
         bar0 = await self._bar(0)
         modern = await self._modern_structures(caps)
         self.emit("virtio_pci_probe", kernel=self.kernel.name)
@@ -367,7 +368,7 @@ class LinuxVirtioBlk:
             await self._ctrl(cap, PCI_MSIX_FLAGS_ENABLE, 0)        # "Ensure MSI-X is disabled while it is set up"
         tsize = (await fn.read(cap + 2, 2) & PCI_MSIX_FLAGS_QSIZE) + 1
         table = await fn.read(cap + 4, 4)                          # msix_map_region
-        self.msix_table = self.phb.translate(await self._bar_bus(table & 7), False) + (table & ~7)
+        self.msix_table = self.phb.translate(self.resources[table & 7] & ~0xF, False) + (table & ~7)
         if isinstance(self.t, LegacyPci):
             self.t.msix = six                                      # the device sees Enable from here on
         if six:
@@ -399,9 +400,6 @@ class LinuxVirtioBlk:
         self.irq = irqs[1]
         self.emit("msix_enabled", irqs=irqs)
         return True
-
-    async def _bar_bus(self, idx: int) -> int:
-        return await self.fn.read(0x10 + 4 * idx, 4) & ~0xF
 
     async def _irq_startup(self, vec: int, managed: bool) -> None:
         """request_irq -> irq_startup. 6.1: a managed irq (the queue's,

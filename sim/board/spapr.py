@@ -214,6 +214,9 @@ class SpaprMachine:
             irqs = self.msi_irqs.get(args[0], [])
             if args[3] >= len(irqs):
                 return [-3 & 0xFFFFFFFF]
+            # trace_spapr_pci_rtas_ibm_query_interrupt_source_number(ioa_intr_num, intr_num)
+            self.trace.emit("qemu-vcpu", "spapr_pci_rtas_ibm_query_interrupt_source_number", ioa=args[3],
+                            irq=irqs[args[3]])
             return [0, irqs[args[3]], 1]      # status, XICS irq, 1: edge (an MSI)
         # spapr_rtas_call, unknown token: only rets[0] is stored (nret is the
         # guest's and may be anything).

@@ -23,7 +23,7 @@ from sim.abi.virtio import (
 from sim.abi.virtio import VIRTIO_PCI_ISR, VIRTIO_PCI_ISR_OFF, VIRTIO_PCI_REGION_SIZE
 from sim.cpu import MMIO_ADDR_REG, MMIO_DATA_REG, encode_loadstore
 from sim.fuzz.cases import (
-    M64, Blk, Case, CaseResult, D_FORMS, DATA, DATA_STRIDE, DISK, DISK_SECTORS, HDR, Hcall, INDIRECT, LOADS,
+    M64, Blk, Case, CaseResult, D_FORMS, DATA, DATA_STRIDE, DISK, DISK_SECTORS, Event, HDR, Hcall, INDIRECT, LOADS,
     MAX_HCALL_OPCODE, Mmio, Pfn, Post, QEMU_REASONS, QUIESCE_S, RAM_SIZE, RING, RTAS_BUF, Ring, Rtas,
     SERVE_WAIT_S, STATUS, STORES, X_BYTEREV, reason_class,
 )
@@ -371,6 +371,29 @@ class HostileGuest:
         await self.wait_used(used1)
         if self.used_idx() != used1:
             self.oracle.violation(f"a broken device ({reasons[0]!r}) served the queue")
+
+    async def op_event(self, op: Event) -> None:
+        """used_event and avail->flags as given, then a FLUSH posted and
+        kicked: it must complete (the event index gates interrupts only)."""
+        o, num = self.oracle, self.num
+        if self.m.blk.broken:
+            await self.reset()
+        self.poke(self.avail + 4 + 2 * num, op.used_event.to_bytes(2, "big"))
+        self.poke(self.avail, op.flags.to_bytes(2, "big"))
+        head = (2 * self.avail_idx) % num
+        self.ram.write(HDR, self.L.blk_outhdr_fast.pack(VIRTIO_BLK_T_FLUSH, 0, 0))
+        self.poke(self.desc + 16 * head, self.L.desc_fast.pack(HDR, 16, VRING_DESC_F_NEXT, (head + 1) % num))
+        self.poke(self.desc + 16 * ((head + 1) % num), self.L.desc_fast.pack(STATUS, 1, VRING_DESC_F_WRITE, 0))
+        self.poke(self.avail + 4 + 2 * (self.avail_idx % num), head.to_bytes(2, "big"))
+        self.poke(self.avail + 2, ((self.avail_idx + 1) & 0xFFFF).to_bytes(2, "big"))
+        mark, used0 = len(o.trace.events), self.used_idx()
+        await self.kick()
+        await self.wait_used(used0)
+        reasons = o.device_errors_since(mark)
+        o.note_errors(reasons)
+        if not reasons and self.used_idx() != (used0 + 1) & 0xFFFF:
+            o.violation(f"event: used_event {op.used_event:#x}, flags {op.flags:#x}: a good request was not served")
+        await self.reset()
 
     async def op_pfn(self, op: Pfn) -> None:
         o = self.oracle
