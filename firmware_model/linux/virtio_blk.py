@@ -88,6 +88,18 @@ BUFFERS = KDATA + 0x100000       # page-cache pages the reads land in
 HUNG_TASK_TIMEOUT_S = 120        # CONFIG_DEFAULT_HUNG_TASK_TIMEOUT
 
 
+def string_get_size(size: int, base: int, units: str, suffix: str) -> str:
+    """lib/string_helpers.c string_get_size: three significant digits,
+    rounded ("134 MB", "16.8 MB", "128 MiB", "16.0 MiB")."""
+    unit, value = "", float(size)
+    for u in units:
+        if value < base:
+            break
+        value, unit = value / base, u
+    decimals = 2 if value < 10 else 1 if value < 100 else 0
+    return f"{value:.{decimals}f} {unit}{suffix}" if unit else f"{size} B"
+
+
 class LinuxVirtioBlk:
     """One virtio-blk disk brought up and read by the guest kernel."""
 
@@ -181,9 +193,10 @@ class LinuxVirtioBlk:
             await self._cread(field)
         self.capacity = self.config["capacity"]
         await self._add_status(VIRTIO_CONFIG_S_DRIVER_OK)          # virtio_device_ready
-        mb, mib = self.capacity * 512 / 1e6, self.capacity * 512 / (1 << 20)
+        size = self.capacity * 512
         await self.printk(f"virtio_blk virtio0: [vda] {self.capacity} 512-byte logical blocks "
-                          f"({mb:.1f} MB/{mib:.1f} MiB)\n")
+                          f"({string_get_size(size, 1000, 'kMGTPEZY', 'B')}/"
+                          f"{string_get_size(size, 1024, 'KMGTPEZY', 'iB')})\n")
 
     def _little(self) -> bool:
         """virtio_is_little_endian: VERSION_1, or a little-endian guest."""
