@@ -344,9 +344,11 @@ class LinuxVirtioBlk:
         ctrl = await self.fn.read(cap + 2, 2)
         await self.fn.write(cap + 2, 2, (ctrl & ~clear) | set_)
 
-    async def _rtas_msi(self, nvec: int) -> list[int] | None:
+    async def _rtas_msi(self, nvec: int, read_back: bool) -> list[int] | None:
         """rtas_change_msi(RTAS_CHANGE_MSIX_FN, nvec), then
-        ibm,query-interrupt-source-number for each vector."""
+        ibm,query-interrupt-source-number for each vector; read_back: 4.1's
+        rtas_setup_msi_irqs reads each message back right after its query
+        ("Read config space back so we can restore after reset")."""
         fn, buid = self.fn, self.phb.buid
         rets = await self.hv.rtas(papr.RTAS_IBM_CHANGE_MSI, [fn.devfn << 8, buid >> 32, buid & 0xFFFFFFFF,
                                                               RTAS_CHANGE_MSIX_FN, nvec, 0], 4)
@@ -359,6 +361,8 @@ class LinuxVirtioBlk:
             if status != 0:
                 return None
             irqs.append(irq)
+            if read_back:
+                await self._read_msi_msg(i)
         return irqs
 
     async def _read_msi_msg(self, vec: int) -> None:
@@ -388,14 +392,15 @@ class LinuxVirtioBlk:
             await fn.read(cap + 2, 2)                              # msix_setup_msi_descs: pci_msix_vec_count
             for vec in range(nvec):                                # desc.pci.msix_ctrl = readl(VECTOR_CTRL)
                 await self._table_read(vec, PCI_MSIX_ENTRY_VECTOR_CTRL)
-        irqs = await self._rtas_msi(nvec)                          # pci_msi_setup_msi_irqs
+        irqs = await self._rtas_msi(nvec, read_back=not six)       # pci_msi_setup_msi_irqs
         if irqs is None:
             await self._ctrl(cap, PCI_MSIX_FLAGS_MASKALL | PCI_MSIX_FLAGS_ENABLE, 0)
             if isinstance(self.t, LegacyPci):
                 self.t.msix = False
             return False
-        for vec in range(nvec):                                    # activate: compose = read the message
-            await self._read_msi_msg(vec)
+        if six:
+            for vec in range(nvec):                                # msi domain activate: compose reads the message
+                await self._read_msi_msg(vec)
         if not six:
             await self._ctrl(cap, 0, PCI_MSIX_FLAGS_MASKALL | PCI_MSIX_FLAGS_ENABLE)
             if isinstance(self.t, LegacyPci):
