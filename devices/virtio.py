@@ -69,7 +69,9 @@ class VirtIODevice:
     def reset(self, big_endian: bool | None = None) -> None:
         """virtio_reset: device_endian from the vcpu that caused the reset
         (virtio_current_cpu_endian: ppc_cpu_is_big_endian = !MSR[LE]), the
-        target's default (big) when no vcpu did (virtio_default_endian)."""
+        target's default (big) when no vcpu did (virtio_default_endian).
+        Since QEMU 2.1 ("virtio: add endian-ambivalent support to
+        VirtIODevice"): an LE guest's STATUS <- 0 makes a legacy device LE."""
         self.device_big_endian = True if big_endian is None else big_endian
         self.status = 0
         self.guest_features = 0

@@ -277,3 +277,25 @@ def test_pop_publishes_avail_event_and_used_event_past_the_ring_only_gates_inter
     ram.write(vq.avail + 4 + 2 * vq.num, (2).to_bytes(2, "little"))                     # the guest saw 2
     vq.signalled_used = 2
     assert vq.should_notify(False)                # event 2 crossed between 2 and 3
+
+
+def test_gpt_partition_scan_reads_the_alternate_header_page(scenario_file):
+    """efi_partition's find_valid_gpt: the primary header and entries are in
+    the first 64 KiB page; the alternate header (the last LBA) is another
+    page, read next. 16 MiB disk: sectors 32640..32767."""
+    text = ('[qemu]\nversion = "7.2"\n[machine]\nkernel = "direct"\n[guest]\nkernel = "6.1"\n'
+            '[disk]\nimage = "mkdisk"\ngpt = true\n')
+    r = machine.run(load(scenario_file(text)))
+    reads = r.guest_result["linux"]["reads"]
+    assert [(q["sector"], q["count"]) for q in reads] == [(0, 128), (32768 - 128, 128)]
+    assert " vda: vda1" in r.console.text()
+
+
+def test_modern_kernel_notify_taken_by_the_ioeventfd_is_listed():
+    """kernel_register_accesses: a store KVM hands to an ioeventfd never
+    reaches QEMU; it is listed from the ioeventfd signal, in the notify region."""
+    r = machine.run(load(os.path.join(SCENARIOS, "modern-fixed.toml")))
+    acc = report.kernel_register_accesses(r)
+    assert {a["region"] for a in acc} >= {"common", "device", "notify", "msix-table"}
+    assert [a for a in acc if a["region"] == "notify"] == [{"region": "notify", "offset": 0, "rw": "W",
+                                                             "size": 2, "value": 0}]
