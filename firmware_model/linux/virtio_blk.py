@@ -43,8 +43,10 @@ virtio_ring.c, drivers/block/virtio_blk.c, drivers/pci/msi.c):
 The transports and their ppc64 accessors are in virtio_pci.py beside it.
 
 Deviations, on purpose: the XICS source set-up (ibm,set-xive/int-on of
-ics_rtas_startup) is not modelled; the modern transport follows 4.1's
-order for both releases.
+ics_rtas_startup) is not modelled; the modern transport's capability walk
+is the enumeration's, and its rings keep the legacy 4096-byte layout
+(Linux aligns a modern used ring to SMP_CACHE_BYTES: an address the
+driver chooses).
 """
 
 import hashlib
@@ -166,7 +168,7 @@ class LinuxVirtioBlk:
         self.emit("virtio_pci_probe", kernel=self.kernel.name)
         await self._enable_device()
         if await self._find_vndr_cap() and modern is not None:
-            self.t = ModernPci(self.cpu, *modern)
+            self.t = ModernPci(self.cpu, *modern, self.kernel.queue_sel_every_access)
         else:
             self.t = LegacyPci(self.cpu, bar0, self.kernel.queue_sel_every_access)
         await self._set_master()

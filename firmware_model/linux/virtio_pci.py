@@ -109,10 +109,12 @@ class ModernPci(_Mmio):
     """virtio_pci_modern.c over the four virtio 1.0 structures."""
     modern = True
 
-    def __init__(self, cpu, common: int, isr: int, device: int, notify: int, notify_mult: int):
+    def __init__(self, cpu, common: int, isr: int, device: int, notify: int, notify_mult: int,
+                 queue_sel_every_access: bool = False):
         super().__init__(cpu)
         self.common, self.isr, self.device = common, isr, device
         self.notify, self.notify_mult = notify, notify_mult
+        self.sel_each = queue_sel_every_access
 
     def _c(self, field: str) -> int:
         return self.common + COMMON_CFG[field]
@@ -144,19 +146,38 @@ class ModernPci(_Mmio):
         await self.iowrite(2, self._c("msix_config"), vector)
         return await self.ioread(2, self._c("msix_config"))
 
+    async def _sel(self, index: int, first: bool) -> None:
+        """queue_select: once per setup_vq (4.1), or inside every
+        vp_modern_* queue helper (virtio_pci_modern_dev.c, 5.12)."""
+        if first or self.sel_each:
+            await self.iowrite(2, self._c("queue_select"), index)
+
     async def setup_vq(self, index: int, alloc_ring, msix_vec: int):
-        await self.iowrite(2, self._c("queue_select"), index)
+        """setup_vq: num_queues first, then (4.1) select, size, enable,
+        notify_off, ring, vector; (6.1, vp_modern_*) size, enable, ring,
+        notify_off, vector, each helper selecting the queue again."""
+        if index >= await self.ioread(2, self._c("num_queues")):
+            return None
+        await self._sel(index, True)
         num = await self.ioread(2, self._c("queue_size"))
+        await self._sel(index, False)
         if not num or await self.ioread(2, self._c("queue_enable")):
             return None
-        off = await self.ioread(2, self._c("queue_notify_off"))
+        if not self.sel_each:
+            off = await self.ioread(2, self._c("queue_notify_off"))
         ring = alloc_ring(num, vring_size(num))
         desc, avail, used = vring_addrs(ring, num)
+        await self._sel(index, False)
         await self.iowrite(2, self._c("queue_size"), num)
+        await self._sel(index, False)
         for name, addr in (("desc", desc), ("avail", avail), ("used", used)):
             await self.iowrite(4, self._c(f"queue_{name}_lo"), addr & 0xFFFFFFFF)
             await self.iowrite(4, self._c(f"queue_{name}_hi"), addr >> 32)
-        if msix_vec != VIRTIO_MSI_NO_VECTOR:
+        if self.sel_each:                                     # vp_modern_map_vq_notify
+            await self._sel(index, False)
+            off = await self.ioread(2, self._c("queue_notify_off"))
+        if msix_vec != VIRTIO_MSI_NO_VECTOR:                  # vp_modern_queue_vector
+            await self._sel(index, False)
             await self.iowrite(2, self._c("queue_msix_vector"), msix_vec)
             msix_vec = await self.ioread(2, self._c("queue_msix_vector"))
         return num, (desc, avail, used), self.notify + off * self.notify_mult, msix_vec
