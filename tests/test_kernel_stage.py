@@ -95,7 +95,8 @@ def test_fixed_kernel_stage_notifies_by_ioeventfd_and_completes_by_irqfd():
     for nr in (papr.H_XIRR, papr.H_EOI, papr.H_CEDE):
         assert not [e for e in ev if e.name == "exit" and e.fields["nr"] == nr]
     check_reads_match_the_disk(r, build_disk())
-    assert "[vda] 32768 512-byte logical blocks" in r.console.text() and " vda: vda1" in r.console.text()
+    # 4.1 prints the partition list; its probe does not print the capacity (6.1's does)
+    assert "logical blocks" not in r.console.text() and " vda: vda1" in r.console.text()
 
 
 def test_kernel_stage_resets_the_device_and_reinitialises_it_like_linux():

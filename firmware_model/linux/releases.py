@@ -61,6 +61,11 @@ class GuestKernel:
     # virtqueue_disable_cb writes avail->flags even with EVENT_IDX (before
     # 4.6's shadowed flags, which write used_event = 0 instead).
     disable_cb_sets_flags: bool
+    # virtblk_update_capacity's "[vda] N 512-byte logical blocks (...)" at
+    # probe: 6.1 (measured, grub-linux_console.txt); the 4.x probe reads
+    # capacity with set_capacity and prints only on a resize
+    # (virtblk_config_changed_work, "new size: ").
+    prints_capacity_at_probe: bool
     source: str
 
 
@@ -79,6 +84,7 @@ LINUX_4_1 = GuestKernel(
     # capacity, size_max, blk_size, the four topology fields; then add_disk.
     probe_reads=(_WCE, _CAPACITY, _SIZE_MAX, _BLK_SIZE) + _TOPOLOGY,
     queue_sel_every_access=False, msix_flavour="4.1", disable_cb_sets_flags=True,
+    prints_capacity_at_probe=False,
     source="torvalds/linux v4.1: virtio_pci_legacy.c setup_vq, virtio_blk.c virtblk_probe, pci/msi.c "
            "msix_capability_init, platforms/pseries/msi.c rtas_setup_msi_irqs, sysdev/xics/ics-rtas.c "
            "ics_rtas_startup")
@@ -98,6 +104,7 @@ LINUX_6_1 = GuestKernel(
     # virtblk_update_capacity; measured in this order.
     probe_reads=(_WCE, _SIZE_MAX, _BLK_SIZE) + _TOPOLOGY + _DISCARD + (_WRITE_ZEROES, _CAPACITY),
     queue_sel_every_access=True, msix_flavour="6.1", disable_cb_sets_flags=False,
+    prints_capacity_at_probe=True,
     source="torvalds/linux v6.1: virtio_pci_legacy.c/_legacy_dev.c, virtio_pci_common.c vp_find_vqs_msix, "
            "virtio_blk.c virtblk_probe, pci/msi/msi.c msix_capability_init, pseries/msi.c")
 

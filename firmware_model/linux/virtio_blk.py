@@ -196,9 +196,10 @@ class LinuxVirtioBlk:
         self.capacity = self.config["capacity"]
         await self._add_status(VIRTIO_CONFIG_S_DRIVER_OK)          # virtio_device_ready
         size = self.capacity * 512
-        await self.printk(f"virtio_blk virtio0: [vda] {self.capacity} 512-byte logical blocks "
-                          f"({string_get_size(size, 1000, 'kMGTPEZY', 'B')}/"
-                          f"{string_get_size(size, 1024, 'KMGTPEZY', 'iB')})\n")
+        if self.kernel.prints_capacity_at_probe:
+            await self.printk(f"virtio_blk virtio0: [vda] {self.capacity} 512-byte logical blocks "
+                              f"({string_get_size(size, 1000, 'kMGTPEZY', 'B')}/"
+                              f"{string_get_size(size, 1024, 'KMGTPEZY', 'iB')})\n")
 
     def _little(self) -> bool:
         """virtio_is_little_endian: VERSION_1, or a little-endian guest."""
