@@ -174,8 +174,11 @@ def kernel_stage(result, kern: Trace) -> dict:
                 notifies.append(e.fields["in_kernel"])
             pending = None
     done = kern.named("kernel_stage_done")
+    mmu_on = kern.named("mmu_on")
     return {
         "kernel_stage": "done" if done else ("failed" if ran else "not reached"),
+        # the guest kernel release the stage followed (firmware_model/linux/releases.py)
+        "kernel_guest": mmu_on[0].fields.get("kernel") if mmu_on else None,
         "kernel_notifies": len(notifies),
         "kernel_notifies_in_kernel": sum(notifies),
         "kernel_notify_exits": len(notifies) - sum(notifies),
@@ -248,7 +251,7 @@ def format_summary(s: dict) -> str:
         + (f", {s['timeouts']} timed out" if s["timeouts"] else ""),
         f"bytes loaded:        {s['bytes_loaded']}",
         f"kernel stage:        {s['kernel_stage']}"
-        + (f": {s['kernel_requests_completed']} reads, QUEUE_NOTIFY {s['kernel_notifies']} "
+        + (f" (Linux {s['kernel_guest']}): {s['kernel_requests_completed']} reads, QUEUE_NOTIFY {s['kernel_notifies']} "
            f"({s['kernel_notifies_in_kernel']} in kernel, {s['kernel_notify_exits']} via QEMU), "
            f"{s['kernel_mmio_exits']} MMIO exits, {s['kernel_interrupts']} interrupts "
            f"({s['kernel_irqfd_interrupts']} by irqfd)" if s["kernel_stage"] != "not reached" else ""),

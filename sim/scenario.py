@@ -25,7 +25,7 @@ EXPECT_KEYS = {
     # the kernel stage (sim.report.kernel_stage)
     "kernel_stage": str, "kernel_notifies": int, "kernel_notifies_in_kernel": int, "kernel_notify_exits": int,
     "kernel_mmio_exits": int, "kernel_ioeventfd_signals": int, "kernel_interrupts": int,
-    "kernel_irqfd_interrupts": int, "kernel_requests_completed": int,
+    "kernel_irqfd_interrupts": int, "kernel_requests_completed": int, "kernel_guest": str,
 }
 
 SCHEMA = {
