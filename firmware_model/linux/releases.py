@@ -23,8 +23,8 @@ VIRTIO_BLK_F_SECURE_ERASE = 16
 # virtblk_probe's config reads, in order: (virtio_blk_config field, offset,
 # size, the feature that gates it or None for an unconditional virtio_cread).
 # virtio_cread_feature reads nothing when the feature was not negotiated.
-_SEG_MAX = ("seg_max", 12, 4, VIRTIO_BLK_F_SEG_MAX)
-_MQ = ("num_queues", 34, 2, VIRTIO_BLK_F_MQ)       # init_vq
+SEG_MAX_READ = ("seg_max", 12, 4, VIRTIO_BLK_F_SEG_MAX)   # before find_vqs: "how many segments"
+MQ_READ = ("num_queues", 34, 2, VIRTIO_BLK_F_MQ)    # init_vq, before find_vqs (QEMU offers MQ only with num-queues > 1)
 _WCE = ("wce", 32, 1, VIRTIO_BLK_F_CONFIG_WCE)     # virtblk_update_cache_mode
 _CAPACITY = ("capacity", 0, 8, None)
 _SIZE_MAX = ("size_max", 8, 4, VIRTIO_BLK_F_SIZE_MAX)

@@ -57,26 +57,20 @@ from sim.abi import mbr as M
 from sim.abi import papr
 from sim.abi.virtio import (
     CAP_FIELDS, PCI_CAP_ID_VNDR, VIRTIO_BLK_T_IN, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER,
-    VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1,
+    VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK,
     VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG,
     VIRTIO_PCI_NOTIFY_CAP_MULT, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, layouts,
 )
 from sim.trace import KERNEL_STAGE_PHASE
 from firmware_model.hvcall import HvCalls
-from firmware_model.linux.releases import LINUX_4_1, driver_features
-from firmware_model.linux.releases import _SEG_MAX as SEG_MAX_READ
+from firmware_model.linux.msi import PCI_CAP_ID_MSIX, PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, Msix
+from firmware_model.linux.releases import LINUX_4_1, MQ_READ, SEG_MAX_READ, driver_features
 from firmware_model.linux.virtio_pci import VIRTIO_MSI_NO_VECTOR, KernelIoError, LegacyPci, ModernPci
 from firmware_model.linux.virtio_ring import SplitVirtqueue
 from firmware_model.rtas_pci import PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, Phb, PciFunction
 
-PCI_CAP_ID_MSIX = 0x11
-PCI_COMMAND, PCI_STATUS, PCI_INTERRUPT_PIN, PCI_CAPABILITY_LIST = 0x04, 0x06, 0x3D, 0x34
+PCI_STATUS, PCI_INTERRUPT_PIN, PCI_CAPABILITY_LIST = 0x06, 0x3D, 0x34
 PCI_STATUS_CAP_LIST = 0x10
-PCI_COMMAND_INTX_DISABLE = 0x400
-PCI_MSIX_FLAGS_ENABLE, PCI_MSIX_FLAGS_MASKALL = 0x8000, 0x4000
-PCI_MSIX_FLAGS_QSIZE = 0x7FF
-PCI_MSIX_ENTRY_SIZE, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_ENTRY_CTRL_MASKBIT = 16, 12, 1
-RTAS_CHANGE_MSIX_FN = papr.RTAS_CHANGE_MSIX_FN
 
 # Where this kernel keeps its data (any free guest RAM would do; below
 # 64 MiB, the smallest machine a scenario may have). Addresses the model
@@ -190,6 +184,7 @@ class LinuxVirtioBlk:
         # virtblk_probe: "We need to know how many segments before we allocate."
         self.config = {}
         await self._cread(SEG_MAX_READ)
+        await self._cread(MQ_READ)                  # init_vq
         await self._find_vqs(caps)
         for field in self.kernel.probe_reads:
             await self._cread(field)
@@ -289,7 +284,6 @@ class LinuxVirtioBlk:
         base = {}
         for cfg_type, (bar, offset, _) in found.items():
             base[cfg_type] = await self._bar(bar) + offset
-        self.msix_table_base = None
         return (base[VIRTIO_PCI_CAP_COMMON_CFG], base[VIRTIO_PCI_CAP_ISR_CFG], base[VIRTIO_PCI_CAP_DEVICE_CFG],
                 base[VIRTIO_PCI_CAP_NOTIFY_CFG], found[VIRTIO_PCI_CAP_NOTIFY_CFG][2])
 
@@ -334,109 +328,23 @@ class LinuxVirtioBlk:
         self.ram.write(RING, bytes(size))
         return RING
 
-    # -- MSI-X: drivers/pci/msi.c on pseries ------------------------------------
-
-    async def _table_read(self, vec: int, reg: int) -> int:
-        return await self.t.ioread(4, self.msix_table + PCI_MSIX_ENTRY_SIZE * vec + reg)
-
-    async def _table_write(self, vec: int, reg: int, value: int) -> None:
-        await self.t.iowrite(4, self.msix_table + PCI_MSIX_ENTRY_SIZE * vec + reg, value)
-
-    async def _ctrl(self, cap: int, clear: int, set_: int) -> None:
-        """pci_msix_clear_and_set_ctrl: read, modify, write (always)."""
-        ctrl = await self.fn.read(cap + 2, 2)
-        await self.fn.write(cap + 2, 2, (ctrl & ~clear) | set_)
-
-    async def _rtas_msi(self, nvec: int, read_back: bool) -> list[int] | None:
-        """rtas_change_msi(RTAS_CHANGE_MSIX_FN, nvec), then
-        ibm,query-interrupt-source-number for each vector; read_back: 4.1's
-        rtas_setup_msi_irqs reads each message back right after its query
-        ("Read config space back so we can restore after reset")."""
-        fn, buid = self.fn, self.phb.buid
-        rets = await self.hv.rtas(papr.RTAS_IBM_CHANGE_MSI, [fn.devfn << 8, buid >> 32, buid & 0xFFFFFFFF,
-                                                              RTAS_CHANGE_MSIX_FN, nvec, 0], 4)
-        if rets[0] != 0 or rets[1] != nvec:
-            return None
-        irqs = []
-        for i in range(nvec):
-            status, irq, _ = await self.hv.rtas(papr.RTAS_IBM_QUERY_INTERRUPT_SOURCE_NUMBER,
-                                                [fn.devfn << 8, buid >> 32, buid & 0xFFFFFFFF, i], 3)
-            if status != 0:
-                return None
-            irqs.append(irq)
-            if read_back:
-                await self._read_msi_msg(i)
-        return irqs
-
-    async def _read_msi_msg(self, vec: int) -> None:
-        """__pci_read_msi_msg: address lo, hi, data of the entry the
-        firmware (ibm,change-msi) wrote."""
-        for reg in (0, 4, 8):
-            await self._table_read(vec, reg)
+    # -- MSI-X (firmware_model/linux/msi.py) ---------------------------------
 
     async def _enable_msix(self, cap: int, nvec: int) -> bool:
-        """pci_alloc_irq_vectors / pci_enable_msix: msix_capability_init in
-        the release's order (GuestKernel.msix_flavour)."""
-        fn = self.fn
-        control = await fn.read(cap + 2, 2)                       # pci_msix_vec_count
-        if (control & PCI_MSIX_FLAGS_QSIZE) + 1 < nvec:
-            return False
-        six = self.kernel.msix_flavour == "6.1"
-        if six:
-            await self._ctrl(cap, 0, PCI_MSIX_FLAGS_MASKALL | PCI_MSIX_FLAGS_ENABLE)
-        else:
-            await self._ctrl(cap, PCI_MSIX_FLAGS_ENABLE, 0)        # "Ensure MSI-X is disabled while it is set up"
-        tsize = (await fn.read(cap + 2, 2) & PCI_MSIX_FLAGS_QSIZE) + 1
-        table = await fn.read(cap + 4, 4)                          # msix_map_region
-        self.msix_table = self.phb.translate(self.resources[table & 7] & ~0xF, False) + (table & ~7)
-        if isinstance(self.t, LegacyPci):
-            self.t.msix = six                                      # the device sees Enable from here on
-        if six:
-            await fn.read(cap + 2, 2)                              # msix_setup_msi_descs: pci_msix_vec_count
-            for vec in range(nvec):                                # desc.pci.msix_ctrl = readl(VECTOR_CTRL)
-                await self._table_read(vec, PCI_MSIX_ENTRY_VECTOR_CTRL)
-        irqs = await self._rtas_msi(nvec, read_back=not six)       # pci_msi_setup_msi_irqs
+        """pci_alloc_irq_vectors(PCI_IRQ_MSIX): the queue's irq is vector 1's."""
+        def moved(on: bool) -> None:          # VIRTIO_PCI_CONFIG: config moves to 24 under MSI-X
+            if isinstance(self.t, LegacyPci):
+                self.t.msix = on
+        self.msix = Msix(self.fn, self.hv, self.phb, self.t, self.kernel.msix_flavour, self.resources, moved)
+        irqs = await self.msix.enable(cap, nvec)
         if irqs is None:
-            await self._ctrl(cap, PCI_MSIX_FLAGS_MASKALL | PCI_MSIX_FLAGS_ENABLE, 0)
-            if isinstance(self.t, LegacyPci):
-                self.t.msix = False
             return False
-        if six:
-            for vec in range(nvec):                                # msi domain activate: compose reads the message
-                await self._read_msi_msg(vec)
-        if not six:
-            await self._ctrl(cap, 0, PCI_MSIX_FLAGS_MASKALL | PCI_MSIX_FLAGS_ENABLE)
-            if isinstance(self.t, LegacyPci):
-                self.t.msix = True
-            for vec in range(nvec):                                # msix_program_entries: read, then mask
-                ctrl = await self._table_read(vec, PCI_MSIX_ENTRY_VECTOR_CTRL)
-                await self._table_write(vec, PCI_MSIX_ENTRY_VECTOR_CTRL, ctrl | PCI_MSIX_ENTRY_CTRL_MASKBIT)
-        cmd = await fn.read(PCI_COMMAND, 2)                        # pci_intx_for_msi(dev, 0)
-        if not cmd & PCI_COMMAND_INTX_DISABLE:
-            await fn.write(PCI_COMMAND, 2, cmd | PCI_COMMAND_INTX_DISABLE)
-        if six:
-            for vec in range(tsize):                               # msix_mask_all
-                await self._table_write(vec, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_ENTRY_CTRL_MASKBIT)
-        await self._ctrl(cap, PCI_MSIX_FLAGS_MASKALL, 0)
         self.irq = irqs[1]
         self.emit("msix_enabled", irqs=irqs)
         return True
 
     async def _irq_startup(self, vec: int, managed: bool) -> None:
-        """request_irq -> irq_startup. 6.1: a managed irq (the queue's,
-        PCI_IRQ_AFFINITY) gets its affinity (compose: the message read)
-        then unmask; the config vector unmask then affinity; pci_msix_unmask
-        writes without a flush. 4.1: ics_rtas_startup -> pci_msi_unmask_irq,
-        whose msix write is flushed by a read of the table base."""
-        if self.kernel.msix_flavour == "6.1":
-            if managed:
-                await self._read_msi_msg(vec)
-            await self._table_write(vec, PCI_MSIX_ENTRY_VECTOR_CTRL, 0)
-            if not managed:
-                await self._read_msi_msg(vec)
-        else:
-            await self._table_write(vec, PCI_MSIX_ENTRY_VECTOR_CTRL, 0)
-            await self.t.ioread(4, self.msix_table)
+        await self.msix.irq_startup(vec, managed)
 
     # -- requests: virtio_queue_rq, the kick, virtblk_done --------------------
 

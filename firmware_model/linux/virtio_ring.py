@@ -79,7 +79,7 @@ class SplitVirtqueue:
                 last = k == total - 1
                 self.ram.write(self.desc + 16 * i, pack(addr, n, flags | (0 if last else VRING_DESC_F_NEXT),
                                                         self.next[i]))
-                prev, i = i, self.next[i]
+                i = self.next[i]
             self.free_head = i
         self.num_free -= needed
         self.chain_len[head] = needed
