@@ -299,3 +299,40 @@ def test_modern_kernel_notify_taken_by_the_ioeventfd_is_listed():
     assert {a["region"] for a in acc} >= {"common", "device", "notify", "msix-table"}
     assert [a for a in acc if a["region"] == "notify"] == [{"region": "notify", "offset": 0, "rw": "W",
                                                              "size": 2, "value": 0}]
+
+
+# -- the MSI-X table in BAR 1 (hw/pci/msix.c) -------------------------------------
+
+async def test_msix_masked_vector_pends_and_fires_on_unmask(autojump_clock):
+    from devices.block import BlockBackend
+    from devices.virtio_blk import VirtIOBlock
+    from devices.virtio_pci import VirtIOPCIProxy
+    from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK
+    from sim.costs import Costs
+    from sim.trace import Trace
+
+    class Host:
+        def __init__(self):
+            self.sent = []
+
+        def msi_send(self, address, data, actor):
+            self.sent.append((address, data))
+
+        def cpu_virtio_is_big_endian(self):
+            return None
+
+    trace, host = Trace(), Host()
+    blk = VirtIOBlock(BlockBackend.from_bytes(bytes(512 * 16), "d", writable=False), GuestRAM(RAM), trace,
+                      Costs(), qemu_version=(7, 2), queue_size=8)
+    proxy = VirtIOPCIProxy(blk, PCI_DEVICE_ID_VIRTIO_BLOCK, ioeventfd=False, qemu=host)
+    proxy.msix_set_message(1, 0x40000000000, 0x1301)                   # what ibm,change-msi writes
+    assert [proxy.msix_mmio_read("msix-table", off, 4) for off in (0x10, 0x14, 0x18, 0x1C)] == [0, 0x400, 0x1301, 1]
+    proxy.config_write(proxy.msix_cap + 2, 0x8001, 2)                  # Enable, vector 1 still masked
+    proxy.msix_notify(1, "iothread")
+    assert host.sent == [] and proxy.msix_mmio_read("msix-pba", 0, 4) == 0b10
+    proxy.msix_mmio_write("msix-table", 0x1C, 0, 4)                    # pci_msix_unmask
+    assert host.sent == [(0x40000000000, 0x1301)] and proxy.msix_mmio_read("msix-pba", 0, 4) == 0
+    proxy.config_write(proxy.msix_cap + 2, 0xC001, 2)                  # MaskAll
+    proxy.msix_notify(1, "iothread")
+    proxy.config_write(proxy.msix_cap + 2, 0x8001, 2)                  # MaskAll off: the pending one fires
+    assert host.sent == [(0x40000000000, 0x1301)] * 2
