@@ -163,10 +163,12 @@ class VirtIOPCIProxy(PCIDevice):
         return VIRTIO_PCI_CONFIG_OFF_NO_MSIX + (4 if self.msix_enabled() else 0)
 
     def msix_set_message(self, vector: int, address: int, data: int) -> None:
-        """msix_set_message: what the platform (spapr's ibm,change-msi) writes
-        into the table entry."""
+        """msix_set_message, "Special API for POWER to configure the vectors
+        through a side channel" (spapr's ibm,change-msi): address and data
+        into the entry, and its mask bit cleared."""
         e = PCI_MSIX_ENTRY_SIZE * vector
         self.msix_entries[e:e + 12] = (address.to_bytes(8, "little") + data.to_bytes(4, "little"))
+        self.msix_entries[e + PCI_MSIX_ENTRY_VECTOR_CTRL] &= ~PCI_MSIX_ENTRY_CTRL_MASKBIT
 
     @property
     def msix_table(self) -> dict[int, tuple[int, int]]:
@@ -189,10 +191,12 @@ class VirtIOPCIProxy(PCIDevice):
     def msix_mmio_read(self, region: str, addr: int, size: int) -> int:
         """msix_table_mmio_read / msix_pba_mmio_read (pci_get_long)."""
         if region == "msix-table":
-            value = int.from_bytes(self.msix_entries[addr:addr + 4], "little") if addr + 4 <= len(self.msix_entries) else 0
+            inside = addr + 4 <= len(self.msix_entries)
+            value = int.from_bytes(self.msix_entries[addr:addr + 4], "little") if inside else 0
         else:
             value = (self.msix_pending >> (8 * addr)) & 0xFFFFFFFF
-        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=1, offset=addr + (MSIX_PBA_OFFSET if region == "msix-pba" else 0),
+        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=1,
+                        offset=addr + (MSIX_PBA_OFFSET if region == "msix-pba" else 0),
                         region=region, region_offset=addr, size=size, rw="R", value=value, reg=region)
         return value
 
@@ -200,7 +204,8 @@ class VirtIOPCIProxy(PCIDevice):
         """msix_table_mmio_write: store, then msix_handle_mask_update (a
         vector unmasked with its pending bit set fires now); the PBA is
         read-only."""
-        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=1, offset=addr + (MSIX_PBA_OFFSET if region == "msix-pba" else 0),
+        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=1,
+                        offset=addr + (MSIX_PBA_OFFSET if region == "msix-pba" else 0),
                         region=region, region_offset=addr, size=size, rw="W", value=value, reg=region)
         if region != "msix-table" or addr + 4 > len(self.msix_entries):
             return

@@ -325,8 +325,10 @@ async def test_msix_masked_vector_pends_and_fires_on_unmask(autojump_clock):
     blk = VirtIOBlock(BlockBackend.from_bytes(bytes(512 * 16), "d", writable=False), GuestRAM(RAM), trace,
                       Costs(), qemu_version=(7, 2), queue_size=8)
     proxy = VirtIOPCIProxy(blk, PCI_DEVICE_ID_VIRTIO_BLOCK, ioeventfd=False, qemu=host)
-    proxy.msix_set_message(1, 0x40000000000, 0x1301)                   # what ibm,change-msi writes
-    assert [proxy.msix_mmio_read("msix-table", off, 4) for off in (0x10, 0x14, 0x18, 0x1C)] == [0, 0x400, 0x1301, 1]
+    assert proxy.msix_mmio_read("msix-table", 0x1C, 4) == 1            # msix_init: every vector masked
+    proxy.msix_set_message(1, 0x40000000000, 0x1301)                   # ibm,change-msi: message, unmasked
+    assert [proxy.msix_mmio_read("msix-table", off, 4) for off in (0x10, 0x14, 0x18, 0x1C)] == [0, 0x400, 0x1301, 0]
+    proxy.msix_mmio_write("msix-table", 0x1C, 1, 4)                    # the guest masks it (msix_mask_all)
     proxy.config_write(proxy.msix_cap + 2, 0x8001, 2)                  # Enable, vector 1 still masked
     proxy.msix_notify(1, "iothread")
     assert host.sent == [] and proxy.msix_mmio_read("msix-pba", 0, 4) == 0b10
@@ -336,3 +338,18 @@ async def test_msix_masked_vector_pends_and_fires_on_unmask(autojump_clock):
     proxy.msix_notify(1, "iothread")
     proxy.config_write(proxy.msix_cap + 2, 0x8001, 2)                  # MaskAll off: the pending one fires
     assert host.sent == [(0x40000000000, 0x1301)] * 2
+
+
+def test_4_1_msix_table_accesses_follow_v4_1():
+    """v4.1 msix_capability_init on pseries: rtas_setup_msi_irqs reads each
+    message back after its query; msix_program_entries reads each vector
+    control (0: ibm,change-msi's msix_set_message unmasked it) and masks it;
+    request_irq -> ics_rtas_startup unmasks and flushes with a read of the
+    table's first word (config vector, then the queue's after setup_vq)."""
+    r = machine.run(load(os.path.join(SCENARIOS, "dataplane-fixed.toml")))
+    got = [(a["rw"], a["offset"], a["value"]) for a in report.kernel_register_accesses(r)
+           if a["region"] == "msix-table"]
+    assert got == [("R", 0x0, 0), ("R", 0x4, 0x400), ("R", 0x8, 0x1300),
+                   ("R", 0x10, 0), ("R", 0x14, 0x400), ("R", 0x18, 0x1301),
+                   ("R", 0xC, 0), ("W", 0xC, 1), ("R", 0x1C, 0), ("W", 0x1C, 1),
+                   ("W", 0xC, 0), ("R", 0x0, 0), ("W", 0x1C, 0), ("R", 0x0, 0)]
