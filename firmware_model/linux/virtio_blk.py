@@ -158,10 +158,10 @@ class LinuxVirtioBlk:
         caps = await self._capabilities()
         self.resources = {i: await self.fn.read(0x10 + 4 * i, 4) for i in range(6)}   # pci_read_bases
         bar0 = await self._bar(0)
-        modern = await self._modern_structures(caps)
         self.emit("virtio_pci_probe", kernel=self.kernel.name)
         await self._enable_device()
-        if await self._find_vndr_cap() and modern is not None:
+        modern = await self._modern_probe()
+        if modern is not None:
             self.t = ModernPci(self.cpu, *modern, self.kernel.queue_sel_every_access)
         else:
             self.t = LegacyPci(self.cpu, bar0, self.kernel.queue_sel_every_access)
@@ -237,20 +237,76 @@ class LinuxVirtioBlk:
         if cmd | PCI_COMMAND_MASTER != cmd:
             await self.fn.write(PCI_COMMAND, 2, cmd | PCI_COMMAND_MASTER)
 
-    async def _find_vndr_cap(self) -> bool:
-        """virtio_pci_modern_probe's pci_find_capability(PCI_CAP_ID_VNDR):
-        status word, the list pointer, then each capability as a word."""
-        if not await self.fn.read(PCI_STATUS, 2) & PCI_STATUS_CAP_LIST:
-            return False
-        ptr = await self.fn.read(PCI_CAPABILITY_LIST, 1) & ~3
+    async def _find_next_cap(self, pos: int, cap_id: int) -> int:
+        """__pci_find_next_cap_ttl: the pointer byte at pos, then each
+        capability as a word (id, next) until cap_id (0: none)."""
+        pos = await self.fn.read(pos, 1)
         for _ in range(48):
-            if ptr < 0x40:
-                return False
-            ent = await self.fn.read(ptr, 2)
-            if ent & 0xFF == PCI_CAP_ID_VNDR:
-                return True
-            ptr = (ent >> 8) & ~3
-        return False
+            if pos < 0x40:
+                return 0
+            pos &= ~3
+            ent = await self.fn.read(pos, 2)
+            if ent & 0xFF == 0xFF:
+                return 0
+            if ent & 0xFF == cap_id:
+                return pos
+            pos = ent >> 8
+        return 0
+
+    async def _vndr_caps(self):
+        """pci_find_capability(PCI_CAP_ID_VNDR) (status word, the list
+        pointer, the walk), then pci_find_next_capability from each."""
+        if not await self.fn.read(PCI_STATUS, 2) & PCI_STATUS_CAP_LIST:
+            return
+        pos = await self._find_next_cap(PCI_CAPABILITY_LIST, PCI_CAP_ID_VNDR)
+        while pos:
+            yield pos
+            pos = await self._find_next_cap(pos + 1, PCI_CAP_ID_VNDR)
+
+    async def _find_virtio_cap(self, cfg_type: int) -> int:
+        """virtio_pci_find_capability: each vendor capability's cfg_type and
+        bar bytes until one of cfg_type on a BAR the device has."""
+        async for pos in self._vndr_caps():
+            ctype = await self.fn.read(pos + CAP_FIELDS["cfg_type"], 1)
+            bar = await self.fn.read(pos + CAP_FIELDS["bar"], 1)
+            if bar < 6 and ctype == cfg_type and self.resources.get(bar):
+                return pos
+        return 0
+
+    async def _map_cap(self, pos: int) -> int:
+        """vp_modern_map_capability: bar, offset, length; the CPU address."""
+        bar = await self.fn.read(pos + CAP_FIELDS["bar"], 1)
+        offset = await self.fn.read(pos + CAP_FIELDS["offset"], 4)
+        await self.fn.read(pos + CAP_FIELDS["length"], 4)
+        lo = self.resources[bar]
+        if lo & 1:
+            return self.phb.translate(lo & ~0x3, True) + offset
+        addr = lo & ~0xF
+        if lo & 0x6 == 0x4:
+            addr |= self.resources[bar + 1] << 32
+        return self.phb.translate(addr, False) + offset
+
+    async def _modern_probe(self):
+        """virtio_pci_modern_probe (vp_modern_probe in 6.1): common config,
+        ISR and notify capabilities (else -ENODEV: the legacy driver), the
+        device config one, then each mapped; notify_off_multiplier, the
+        notify length and offset read before the notify area is mapped."""
+        common = await self._find_virtio_cap(VIRTIO_PCI_CAP_COMMON_CFG)
+        if not common:
+            return None                                  # "leaving for legacy driver"
+        isr = await self._find_virtio_cap(VIRTIO_PCI_CAP_ISR_CFG)
+        notify = await self._find_virtio_cap(VIRTIO_PCI_CAP_NOTIFY_CFG)
+        device = await self._find_virtio_cap(VIRTIO_PCI_CAP_DEVICE_CFG)
+        if not isr or not notify or not device:
+            raise KernelIoError(f"virtio_pci: missing capabilities {common}/{isr}/{notify}")
+        common_addr = await self._map_cap(common)
+        isr_addr = await self._map_cap(isr)
+        mult = await self.fn.read(notify + VIRTIO_PCI_NOTIFY_CAP_MULT, 4)
+        await self.fn.read(notify + CAP_FIELDS["length"], 4)
+        await self.fn.read(notify + CAP_FIELDS["offset"], 4)
+        notify_addr = await self._map_cap(notify)
+        device_addr = await self._map_cap(device)
+        return common_addr, isr_addr, device_addr, notify_addr, mult
 
     async def _bar(self, idx: int) -> int:
         """The BAR's CPU address through the PHB's windows (the kernel has
@@ -262,30 +318,6 @@ class LinuxVirtioBlk:
         if lo & 0x6 == 0x4:
             addr |= await self.fn.read(0x14 + 4 * idx, 4) << 32
         return self.phb.translate(addr, False)
-
-    async def _modern_structures(self, caps):
-        """The four virtio 1.0 structures' addresses (read at enumeration),
-        or None: a legacy-only device."""
-        found = {}
-        for ptr, cap_id in caps:
-            if cap_id != PCI_CAP_ID_VNDR:
-                continue
-            cfg_type = await self.fn.read(ptr + CAP_FIELDS["cfg_type"], 1)
-            if cfg_type in found or cfg_type not in (VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG,
-                                                      VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_DEVICE_CFG):
-                continue
-            bar = await self.fn.read(ptr + CAP_FIELDS["bar"], 1)
-            offset = await self.fn.read(ptr + CAP_FIELDS["offset"], 4)
-            mult = await self.fn.read(ptr + VIRTIO_PCI_NOTIFY_CAP_MULT, 4) \
-                if cfg_type == VIRTIO_PCI_CAP_NOTIFY_CFG else 0
-            found[cfg_type] = (bar, offset, mult)
-        if VIRTIO_PCI_CAP_COMMON_CFG not in found or len(found) < 4:
-            return None
-        base = {}
-        for cfg_type, (bar, offset, _) in found.items():
-            base[cfg_type] = await self._bar(bar) + offset
-        return (base[VIRTIO_PCI_CAP_COMMON_CFG], base[VIRTIO_PCI_CAP_ISR_CFG], base[VIRTIO_PCI_CAP_DEVICE_CFG],
-                base[VIRTIO_PCI_CAP_NOTIFY_CFG], found[VIRTIO_PCI_CAP_NOTIFY_CFG][2])
 
     # -- init_vq -> vp_find_vqs -------------------------------------------------
 
