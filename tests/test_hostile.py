@@ -220,3 +220,12 @@ def test_event_index_anywhere_never_stops_a_good_request():
         case = fuzz.Case("ring", fuzz.SERVING[1], 8, False, features, ops)
         r = _check(case)
         assert r.ops == {"event": len(ops)} and not r.device_errors
+
+
+def test_a_read_after_a_write_to_a_writable_disk_sees_the_write():
+    """The oracle's disk follows the writes that succeeded (it compared
+    every read with the pristine disk, and flagged a correct device)."""
+    rd = fuzz.Blk(VIRTIO_BLK_T_IN, 0, "whole", ((512, "right"),), "byte", False)
+    wr = fuzz.Blk(1, 0, "whole", ((512, "right"),), "byte", False)
+    r = _check(_case("blk", [rd, wr, rd], writable=True))
+    assert r.statuses == {VIRTIO_BLK_S_OK: 3}

@@ -202,6 +202,7 @@ class HostileGuest:
         self.L = layouts(True)
         self.bar0 = self.bar1 = self.bar4 = None
         self.num = 0
+        self.disk = bytearray(DISK)     # what the disk holds: DISK and the writes that succeeded
 
     # symbolic addresses
     def resolve(self, a) -> int:
@@ -473,7 +474,9 @@ class HostileGuest:
                 return VIRTIO_BLK_S_IOERR, in_len
             if is_write and not self.case.writable:
                 return (None if size == 0 else VIRTIO_BLK_S_IOERR), in_len
-            return ("read", sector, size) if not is_write else VIRTIO_BLK_S_OK, in_len
+            if is_write:
+                return ("write", sector, out_bytes[16:16 + size]), in_len
+            return ("read", sector, size), in_len
         if kind in (VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID):
             return VIRTIO_BLK_S_OK, in_len
         return VIRTIO_BLK_S_UNSUPP, in_len
@@ -530,12 +533,17 @@ class HostileGuest:
         a, n = last_in[0]
         status = self.ram.read(a + n - 1, 1)[0]
         o.result.statuses[status] += 1
-        if isinstance(expect, tuple):       # a read that must succeed, with the disk's bytes
+        if isinstance(expect, tuple) and expect[0] == "write":   # lands on a writable disk
+            _, sector, data = expect
+            if status != VIRTIO_BLK_S_OK:
+                o.violation(f"{what}: status {status}, expected OK")
+            self.disk[sector * SECTOR:sector * SECTOR + len(data)] = data
+        elif isinstance(expect, tuple):     # a read that must succeed, with the disk's bytes
             _, sector, size = expect
             if status != VIRTIO_BLK_S_OK:
                 o.violation(f"{what}: status {status}, expected OK")
             got = b"".join(self.ram.read(a, n) for a, n, w in chain if w)[:size]
-            if got != DISK[sector * SECTOR:sector * SECTOR + size]:
+            if got != self.disk[sector * SECTOR:sector * SECTOR + size]:
                 o.violation(f"{what}: the data read is not the disk's")
         elif expect is not None and status != expect:
             o.violation(f"{what}: status {status}, expected {expect}")
