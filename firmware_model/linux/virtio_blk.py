@@ -17,8 +17,9 @@ virtio_ring.c, drivers/block/virtio_blk.c, drivers/pci/msi.c):
 
 - PCI enumeration (before any driver): ids, BARs, capabilities.
 - virtio_pci_probe: pci_enable_device (command, interrupt pin), the modern
-  driver if the virtio 1.0 capabilities are there (transitional device),
-  else legacy BAR 0; pci_set_master.
+  driver if the virtio 1.0 capabilities are there (transitional device:
+  each found by its cfg_type, then mapped), else legacy BAR 0;
+  pci_set_master.
 - register_virtio_device: reset (status 0, read back to flush),
   ACKNOWLEDGE; virtio_dev_probe: DRIVER, features, finalize (modern:
   FEATURES_OK and its check).
@@ -43,10 +44,9 @@ virtio_ring.c, drivers/block/virtio_blk.c, drivers/pci/msi.c):
 The transports and their ppc64 accessors are in virtio_pci.py beside it.
 
 Deviations, on purpose: the XICS source set-up (ibm,set-xive/int-on of
-ics_rtas_startup) is not modelled; the modern transport's capability walk
-is the enumeration's, and its rings keep the legacy 4096-byte layout
-(Linux aligns a modern used ring to SMP_CACHE_BYTES: an address the
-driver chooses).
+ics_rtas_startup) is not modelled; a modern ring keeps the legacy
+4096-byte layout (Linux aligns a modern used ring to SMP_CACHE_BYTES: an
+address the driver chooses).
 """
 
 import hashlib
