@@ -49,17 +49,18 @@ class GuestKernel:
     features_modern: tuple  # feature_table
     ring_features: tuple    # vring_transport_features keeps these (plus VERSION_1)
     probe_reads: tuple      # virtblk_probe's config reads after find_vqs, in order
-    # vp_legacy_* helpers (virtio_pci_legacy_dev.c, 5.15): QUEUE_SEL before
-    # every queue register; before them setup_vq selected once.
+    # The vp_legacy_* helpers (virtio_pci_legacy_dev.c, 2021): QUEUE_SEL
+    # before every queue register; before them (v4.1) setup_vq selected once.
     queue_sel_every_access: bool
-    # MSI-X bring-up: "4.1" (msix_capability_init of 3.19-4.7: clear ENABLE,
-    # set up, then MASKALL|ENABLE; rtas_setup_msi_irqs reads each message
-    # back; ics_rtas_startup unmasks and flushes) or "6.1" (Enable|MaskAll
-    # first, vector-control reads, msi domain alloc, late msix_mask_all;
+    # MSI-X bring-up: "4.1" (v4.1 msix_capability_init: clear ENABLE, set
+    # up, then MASKALL|ENABLE; rtas_setup_msi_irqs reads each message back;
+    # ics_rtas_startup unmasks and flushes) or "6.1" (Enable|MaskAll first,
+    # vector-control reads, msi domain alloc, late msix_mask_all;
     # request_irq unmasks without a flush).
     msix_flavour: str
     # virtqueue_disable_cb writes avail->flags even with EVENT_IDX (before
-    # 4.6's shadowed flags, which write used_event = 0 instead).
+    # "virtio_ring: shadow available ring flags & index", 2016; after it an
+    # EVENT_IDX ring writes used_event = 0 instead).
     disable_cb_sets_flags: bool
     # virtblk_update_capacity's "[vda] N 512-byte logical blocks (...)" at
     # probe: 6.1 (measured, grub-linux_console.txt); the 4.x probe reads
@@ -91,7 +92,7 @@ LINUX_4_1 = GuestKernel(
 
 LINUX_6_1 = GuestKernel(
     name="6.1", big_endian=False, page_size=0x10000,
-    # v6.1 virtio_blk.c features_legacy[] == features[] (SCSI gone in 5.11).
+    # v6.1 virtio_blk.c features_legacy[] == features[] (no SCSI passthrough any more).
     features_legacy=(VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_RO,
                      VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_F_CONFIG_WCE,
                      VIRTIO_BLK_F_MQ, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_F_SECURE_ERASE),

@@ -148,7 +148,7 @@ class ModernPci(_Mmio):
 
     async def _sel(self, index: int, first: bool) -> None:
         """queue_select: once per setup_vq (4.1), or inside every
-        vp_modern_* queue helper (virtio_pci_modern_dev.c, 5.12)."""
+        vp_modern_* queue helper (virtio_pci_modern_dev.c, 6.1)."""
         if first or self.sel_each:
             await self.iowrite(2, self._c("queue_select"), index)
 

@@ -126,8 +126,8 @@ class SplitVirtqueue:
 
     def disable_cb(self) -> None:
         """virtqueue_disable_cb_split. 4.1 writes avail->flags always; with
-        the shadowed flags (4.6, "virtio_ring: shadow available ring flags
-        & index") an EVENT_IDX ring writes used_event = 0 instead."""
+        the shadowed flags ("virtio_ring: shadow available ring flags &
+        index") an EVENT_IDX ring writes used_event = 0 instead."""
         if self.avail_flags_shadow & VRING_AVAIL_F_NO_INTERRUPT:
             return
         self.avail_flags_shadow |= VRING_AVAIL_F_NO_INTERRUPT
