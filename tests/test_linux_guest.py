@@ -131,7 +131,7 @@ def test_4_1_feature_word_and_config_reads():
     assert [a["value"] for a in reads[5:13]] == [0, 0, 0, 0, 0, 0, 0x80, 0]
     assert [a["value"] for a in reads[:4]] == [0, 0, 0, 126]            # seg_max = queue_size - 2
     # One QUEUE_SEL per setup_vq (the vp_legacy_* helpers that select before
-    # every queue register came in 5.15).
+    # every queue register are 2021's, virtio_pci_legacy_dev.c).
     assert [a["offset"] for a in legacy if a["offset"] == 14] == [14]
 
 
