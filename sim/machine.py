@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from devices.block import BlockBackend, BlockError
+from firmware_model.linux.releases import GUEST_KERNELS
 from firmware_model.linux.virtio_blk import LinuxVirtioBlk
 from firmware_model.slof.boot import Slof
 from firmware_model.slof.releases import release as slof_release
@@ -81,7 +82,7 @@ async def _boot(scn: Scenario, backend, trace, echo):
         device_tree["chosen"] = {"qemu,boot-kernel": m.boot_kernel}
     slof = Slof(cpu, device_tree, trace, scn.costs, timeout_ms=scn.virtio_timeout_ms,
                 max_prep_blocks=scn.max_prep_blocks, release=slof_release(scn.slof))
-    vcpu.load_guest(_guest(cpu, slof, device_tree, trace, scn.costs))
+    vcpu.load_guest(_guest(cpu, slof, device_tree, trace, scn.costs, GUEST_KERNELS[scn.guest_kernel]))
     try:
         result, hung = await m.run(vcpu, WATCHDOG_S)
     finally:
@@ -89,12 +90,12 @@ async def _boot(scn: Scenario, backend, trace, echo):
     return m, result, hung, round(vtime.now() * 1e9)
 
 
-async def _guest(cpu, slof, device_tree, trace, costs) -> dict:
+async def _guest(cpu, slof, device_tree, trace, costs, guest_kernel) -> dict:
     """What the CPU executes: SLOF from 0x100, then, once SLOF has handed
     off (the image's entry code ran), the guest kernel's virtio-blk stage."""
     result = await slof.main()
     if result.get("stage") == "kernel":
-        result["linux"] = await LinuxVirtioBlk(cpu, device_tree, trace, costs).run()
+        result["linux"] = await LinuxVirtioBlk(cpu, device_tree, trace, costs, kernel=guest_kernel).run()
     return result
 
 

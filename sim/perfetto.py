@@ -83,6 +83,12 @@ def build(result, notify_addrs: set[int]) -> dict:
                               "kvm" if f["in_kernel"] else "qemu-vcpu", c.t_ns, e.t_ns, "mmio"))
             pending_mmio = None
             continue
+        if e.name == "virtio_pci_access":       # every register access the device saw, with its value
+            out.append({"ph": "i", "s": "t", "name": f"{f['reg']} {f['rw']} 0x{f['value']:x}", "cat": "register",
+                        "pid": PID, "tid": TRACKS[e.actor][0], "ts": _us(e.t_ns),
+                        "args": {"region": f.get("region"), "offset": f.get("region_offset", f["offset"]),
+                                 "rw": f["rw"], "size": f["size"], "value": f"0x{f['value']:x}"}})
+            continue
         if e.name == "irqfd_inject":
             out.append({"ph": "i", "s": "t", "name": "irqfd -> XICS", "pid": PID, "tid": TRACKS["kvm"][0],
                         "ts": _us(e.t_ns), "args": {"gsi": f["gsi"]}})

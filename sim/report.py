@@ -18,7 +18,7 @@ from collections import Counter
 
 from sim.abi import papr
 from sim.abi.kvm import ERRNO_NAMES
-from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR
+from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR, VIRTIO_PCI_REGION_SIZE
 from sim.diagnosis import diagnose, notify_addrs  # noqa: F401  (diagnose is re-exported)
 from sim.perfetto import phase_spans
 from sim.trace import KERNEL_STAGE_PHASE, Trace, firmware_trace, split_stages  # noqa: F401  (re-exported)
@@ -82,8 +82,44 @@ def register_accesses(result) -> list[dict]:
         raw &= (1 << (8 * size)) - 1
         value = raw if bar == 0 and off >= VIRTIO_PCI_CONFIG_OFF_NO_MSIX or size == 1 else \
             int.from_bytes(raw.to_bytes(size, "big"), "little")
-        out.append({"bar": bar, "offset": off, "size": size,
+        out.append({"bar": bar, "region": _region(bar, off), "offset": off, "size": size,
                     "rw": "W" if nr == papr.H_LOGICAL_CI_STORE else "R", "value": value})
+    return out
+
+
+def _region(bar: int, off: int) -> str:
+    """The virtio-pci region an access in BAR 0 or the modern BAR falls in."""
+    if bar == 0:
+        return "legacy"
+    return ("common", "isr", "device", "notify")[min(off // VIRTIO_PCI_REGION_SIZE, 3)]
+
+
+def kernel_register_accesses(result) -> list[dict]:
+    """The kernel stage's device register accesses in order, as the device
+    saw them (region, offset in it, rw, size, value): each guest MMIO load
+    or store paired with the device model's access, or, for a QUEUE_NOTIFY
+    an ioeventfd took in KVM, with that signal."""
+    spans = [(b, n, 0) for b, n in _bar0_ranges(result)]
+    spans += [(b, n, VIRTIO_PCI_MODERN_MEM_BAR) for b, n in _bar4_ranges(result)]
+    out, pending = [], None
+    for e in split_stages(result.trace)[1].events:
+        f = e.fields
+        if e.name == "mmio_access" and e.actor == "guest":
+            pending = e
+        elif e.name == "virtio_pci_access" and pending is not None:
+            out.append({"region": f["region"], "offset": f["region_offset"], "rw": f["rw"], "size": f["size"],
+                        "value": f["value"]})
+            pending = None
+        elif e.name == "ioeventfd_signal" and pending is not None and pending.fields["rw"] == "W":
+            addr = pending.fields["addr"]
+            base, bar = next(((b, i) for b, n, i in spans if b <= addr < b + n), (None, None))
+            if base is not None:
+                off = addr - base
+                region = _region(bar, off)
+                out.append({"region": region, "offset": off if bar == 0 else off % VIRTIO_PCI_REGION_SIZE
+                            if region != "notify" else off - 3 * VIRTIO_PCI_REGION_SIZE,
+                            "rw": "W", "size": pending.fields["size"], "value": pending.fields["value"]})
+            pending = None
     return out
 
 
@@ -139,8 +175,11 @@ def kernel_stage(result, kern: Trace) -> dict:
                 notifies.append(e.fields["in_kernel"])
             pending = None
     done = kern.named("kernel_stage_done")
+    mmu_on = kern.named("mmu_on")
     return {
         "kernel_stage": "done" if done else ("failed" if ran else "not reached"),
+        # the guest kernel release the stage followed (firmware_model/linux/releases.py)
+        "kernel_guest": mmu_on[0].fields.get("kernel") if mmu_on else None,
         "kernel_notifies": len(notifies),
         "kernel_notifies_in_kernel": sum(notifies),
         "kernel_notify_exits": len(notifies) - sum(notifies),
@@ -217,6 +256,7 @@ def to_json(result) -> dict:
     out["block_requests"] = [{k: r[k] for k in ("type", "sector", "count")}
                              for r in block_requests(firmware_trace(result.trace))]
     out["register_accesses"] = register_accesses(result)
+    out["kernel_register_accesses"] = kernel_register_accesses(result)
     out["console"] = result.console.text()
     out["diagnosis"] = diagnose(result)
     return out
@@ -270,9 +310,12 @@ def kernel_stage_text(s: dict) -> str:
     """The summary's kernel stage line, after its label."""
     if s["kernel_stage"] == "not reached":
         return s["kernel_stage"]
-    return (f"{s['kernel_stage']}: {s['kernel_requests_completed']} reads, QUEUE_NOTIFY {s['kernel_notifies']} "
+    def n(count, what):
+        return f"{count} {what}{'' if count == 1 else 's'}"
+    return (f"{s['kernel_stage']} (Linux {s['kernel_guest']}): {n(s['kernel_requests_completed'], 'read')}, "
+            f"QUEUE_NOTIFY {s['kernel_notifies']} "
             f"({s['kernel_notifies_in_kernel']} in kernel, {s['kernel_notify_exits']} via QEMU), "
-            f"{s['kernel_mmio_exits']} MMIO exits, {s['kernel_interrupts']} interrupts "
+            f"{n(s['kernel_mmio_exits'], 'MMIO exit')}, {n(s['kernel_interrupts'], 'interrupt')} "
             f"({s['kernel_irqfd_interrupts']} by irqfd)")
 
 

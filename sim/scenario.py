@@ -8,6 +8,7 @@ import dataclasses
 import os
 import tomllib
 
+from firmware_model.linux.releases import GUEST_KERNELS, default_guest
 from firmware_model.slof.releases import UnknownRelease as UnknownSlof, release as slof_release
 from sim.costs import Costs
 from sim.kvm import releases as linux_releases
@@ -43,16 +44,17 @@ EXPECT_KEYS = {
     # the kernel stage (sim.report.kernel_stage)
     "kernel_stage": str, "kernel_notifies": int, "kernel_notifies_in_kernel": int, "kernel_notify_exits": int,
     "kernel_mmio_exits": int, "kernel_ioeventfd_signals": int, "kernel_interrupts": int,
-    "kernel_irqfd_interrupts": int, "kernel_requests_completed": int,
+    "kernel_irqfd_interrupts": int, "kernel_requests_completed": int, "kernel_guest": str,
 }
 
 SCHEMA = {
-    "": {"description": str, "kernel": dict, "qemu": dict, "machine": dict, "device": dict,
+    "": {"description": str, "kernel": dict, "qemu": dict, "machine": dict, "device": dict, "guest": dict,
          "disk": dict, "firmware": dict, "costs": dict, "expect": dict},
     "kernel": {"version": str, "kvm": str, "host_endian": str, "logical_ci_handlers": bool},
     "qemu": {"version": str, "enable_logical_ci_hcalls": bool, "forward_userspace_kick": bool,
              "emulate_ioeventfd": bool, "disable_modern": bool, "disable-modern": bool},
     "machine": {"ram_mib": int, "kernel": str},
+    "guest": {"kernel": str},
     "device": {"iothread": bool, "ioeventfd": bool, "queue_size": int},
     "disk": {"image": str, "writable": bool, "persist": bool, "part_sectors": int, "part_start": int,
              "active": bool, "gpt": bool, "gpt_type": str, "size_mib": int},
@@ -88,6 +90,9 @@ class Scenario:
     # "disk": SLOF boots the disk and starts the image it loaded; "direct":
     # QEMU -kernel loads the kernel and SLOF starts it without opening the disk.
     kernel: str = "disk"
+    # The guest kernel after the hand-off (firmware_model/linux/releases.py):
+    # "4.1" big-endian or "6.1" little-endian; by default the QEMU era's.
+    guest_kernel: str = "4.1"
     disk_image: str = "mkdisk"
     disk_writable: bool = False
     disk_persist: bool = False
@@ -204,6 +209,11 @@ def load(path: str) -> Scenario:
     if s.kernel not in ("disk", "direct"):
         raise ScenarioError(f"{path}: [machine] kernel: expected \"disk\" (SLOF loads it from the disk) or "
                             f"\"direct\" (QEMU -kernel), got {s.kernel!r}")
+    g = data.get("guest", {})
+    s.guest_kernel = g.get("kernel", default_guest(s.qemu_version, _version(path, "[kernel] version", s.kernel_version, linux_releases)))
+    if s.guest_kernel not in GUEST_KERNELS:
+        raise ScenarioError(f"{path}: [guest] kernel: expected one of {', '.join(sorted(GUEST_KERNELS))} "
+                            f"(4.1 big-endian ppc64, 6.1 little-endian ppc64le), got {s.guest_kernel!r}")
     if not 64 <= s.ram_mib <= 65536:
         raise ScenarioError(f"{path}: [machine] ram_mib: expected 64..65536, got {s.ram_mib}")
     image = disk.get("image", "mkdisk")

@@ -19,7 +19,7 @@ def test_run_json_fields_and_exit_codes(capsys):
     assert out["outcome"] == "booted"
     assert out["block_requests"][0] == {"type": "read", "sector": 64, "count": 4}
     # QEMU 2.4's SLOF 20150429 selects queue 0 at PCI probe (no reset at init)
-    assert out["register_accesses"][0] == {"bar": 0, "offset": 14, "size": 2, "rw": "W", "value": 0}
+    assert out["register_accesses"][0] == {"bar": 0, "region": "legacy", "offset": 14, "size": 2, "rw": "W", "value": 0}
     assert main(["run", "dataplane-stall", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["outcome"] == "stalled"
 

@@ -38,9 +38,9 @@ Choices come from a Chooser, so the same generators serve hypothesis
 
 from sim.fuzz.campaign import campaign, cmd_fuzz, run_case
 from sim.fuzz.cases import (
-    DISK, MMIO_CONFIGS, RAM_SIZE, RTAS_BUF, SERVING, Blk, Case, Hcall, Mmio, Pfn, Ring, Rtas, gen_case,
+    DISK, MMIO_CONFIGS, RAM_SIZE, RTAS_BUF, SERVING, Blk, Case, Event, Hcall, Mmio, Pfn, Ring, Rtas, gen_case,
     word_for,
 )
 
-__all__ = ["DISK", "MMIO_CONFIGS", "RAM_SIZE", "RTAS_BUF", "SERVING", "Blk", "Case", "Hcall", "Mmio", "Pfn",
+__all__ = ["DISK", "MMIO_CONFIGS", "RAM_SIZE", "RTAS_BUF", "SERVING", "Blk", "Case", "Event", "Hcall", "Mmio", "Pfn",
            "Ring", "Rtas", "campaign", "cmd_fuzz", "gen_case", "run_case", "word_for"]

@@ -23,7 +23,7 @@ from sim.abi.virtio import (
 from sim.abi.virtio import VIRTIO_PCI_ISR, VIRTIO_PCI_ISR_OFF, VIRTIO_PCI_REGION_SIZE
 from sim.cpu import MMIO_ADDR_REG, MMIO_DATA_REG, encode_loadstore
 from sim.fuzz.cases import (
-    M64, Blk, Case, CaseResult, D_FORMS, DATA, DATA_STRIDE, DISK, DISK_SECTORS, HDR, Hcall, INDIRECT, LOADS,
+    M64, Blk, Case, CaseResult, D_FORMS, DATA, DATA_STRIDE, DISK, DISK_SECTORS, Event, HDR, Hcall, INDIRECT, LOADS,
     MAX_HCALL_OPCODE, Mmio, Pfn, Post, QEMU_REASONS, QUIESCE_S, RAM_SIZE, RING, RTAS_BUF, Ring, Rtas,
     SERVE_WAIT_S, STATUS, STORES, X_BYTEREV, reason_class,
 )
@@ -202,6 +202,7 @@ class HostileGuest:
         self.L = layouts(True)
         self.bar0 = self.bar1 = self.bar4 = None
         self.num = 0
+        self.disk = bytearray(DISK)     # what the disk holds: DISK and the writes that succeeded
 
     # symbolic addresses
     def resolve(self, a) -> int:
@@ -372,6 +373,29 @@ class HostileGuest:
         if self.used_idx() != used1:
             self.oracle.violation(f"a broken device ({reasons[0]!r}) served the queue")
 
+    async def op_event(self, op: Event) -> None:
+        """used_event and avail->flags as given, then a FLUSH posted and
+        kicked: it must complete (the event index gates interrupts only)."""
+        o, num = self.oracle, self.num
+        if self.m.blk.broken:
+            await self.reset()
+        self.poke(self.avail + 4 + 2 * num, op.used_event.to_bytes(2, "big"))
+        self.poke(self.avail, op.flags.to_bytes(2, "big"))
+        head = (2 * self.avail_idx) % num
+        self.ram.write(HDR, self.L.blk_outhdr_fast.pack(VIRTIO_BLK_T_FLUSH, 0, 0))
+        self.poke(self.desc + 16 * head, self.L.desc_fast.pack(HDR, 16, VRING_DESC_F_NEXT, (head + 1) % num))
+        self.poke(self.desc + 16 * ((head + 1) % num), self.L.desc_fast.pack(STATUS, 1, VRING_DESC_F_WRITE, 0))
+        self.poke(self.avail + 4 + 2 * (self.avail_idx % num), head.to_bytes(2, "big"))
+        self.poke(self.avail + 2, ((self.avail_idx + 1) & 0xFFFF).to_bytes(2, "big"))
+        mark, used0 = len(o.trace.events), self.used_idx()
+        await self.kick()
+        await self.wait_used(used0)
+        reasons = o.device_errors_since(mark)
+        o.note_errors(reasons)
+        if not reasons and self.used_idx() != (used0 + 1) & 0xFFFF:
+            o.violation(f"event: used_event {op.used_event:#x}, flags {op.flags:#x}: a good request was not served")
+        await self.reset()
+
     async def op_pfn(self, op: Pfn) -> None:
         o = self.oracle
         if self.m.blk.broken:
@@ -450,7 +474,9 @@ class HostileGuest:
                 return VIRTIO_BLK_S_IOERR, in_len
             if is_write and not self.case.writable:
                 return (None if size == 0 else VIRTIO_BLK_S_IOERR), in_len
-            return ("read", sector, size) if not is_write else VIRTIO_BLK_S_OK, in_len
+            if is_write:
+                return ("write", sector, out_bytes[16:16 + size]), in_len
+            return ("read", sector, size), in_len
         if kind in (VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID):
             return VIRTIO_BLK_S_OK, in_len
         return VIRTIO_BLK_S_UNSUPP, in_len
@@ -507,12 +533,17 @@ class HostileGuest:
         a, n = last_in[0]
         status = self.ram.read(a + n - 1, 1)[0]
         o.result.statuses[status] += 1
-        if isinstance(expect, tuple):       # a read that must succeed, with the disk's bytes
+        if isinstance(expect, tuple) and expect[0] == "write":   # lands on a writable disk
+            _, sector, data = expect
+            if status != VIRTIO_BLK_S_OK:
+                o.violation(f"{what}: status {status}, expected OK")
+            self.disk[sector * SECTOR:sector * SECTOR + len(data)] = data
+        elif isinstance(expect, tuple):     # a read that must succeed, with the disk's bytes
             _, sector, size = expect
             if status != VIRTIO_BLK_S_OK:
                 o.violation(f"{what}: status {status}, expected OK")
             got = b"".join(self.ram.read(a, n) for a, n, w in chain if w)[:size]
-            if got != DISK[sector * SECTOR:sector * SECTOR + size]:
+            if got != self.disk[sector * SECTOR:sector * SECTOR + size]:
                 o.violation(f"{what}: the data read is not the disk's")
         elif expect is not None and status != expect:
             o.violation(f"{what}: status {status}, expected {expect}")
