@@ -16,11 +16,11 @@ from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
 from sim.board.spapr import Console, SpaprMachine
 from sim.ram import GuestRAM
-from sim import vtime
+from sim import handoff, vtime
 from sim.scenario import Scenario, ScenarioError
 from sim.trace import Trace
 
-WATCHDOG_S = 3600.0   # simulated seconds before a run is declared hung
+WATCHDOG_S = 3600.0   # simulated seconds before the simulator's own watchdog ends a run
 
 
 class RunResult:
@@ -76,15 +76,20 @@ async def _boot(scn: Scenario, backend, trace, echo):
         result, hung = await m.run(vcpu, WATCHDOG_S)
     finally:
         vcpu.close()
+    if hung:   # the simulator's bound, not the guest's: report.outcome says "watchdog"
+        trace.emit("sim", "watchdog", seconds=WATCHDOG_S)
     return m, result, hung, round(vtime.now() * 1e9)
 
 
 async def _guest(cpu, slof, device_tree, trace, costs) -> dict:
-    """What the CPU executes: SLOF from 0x100, then, once SLOF has handed
-    off (the image's entry code ran), the guest kernel's virtio-blk stage."""
+    """What the CPU executes: SLOF from 0x100, then, only if the image SLOF
+    jumped to ran to its hand-off point (sim.handoff), the guest kernel's
+    virtio-blk stage."""
     result = await slof.main()
     if result.get("stage") == "kernel":
-        result["linux"] = await LinuxVirtioBlk(cpu, device_tree, trace, costs).run()
+        result["handed_off"], result["why"] = handoff.reached(trace)
+        if result["handed_off"]:
+            result["linux"] = await LinuxVirtioBlk(cpu, device_tree, trace, costs).run()
     return result
 
 

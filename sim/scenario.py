@@ -15,7 +15,9 @@ class ScenarioError(Exception):
     """A user error in a scenario file or on the command line."""
 
 
-OUTCOMES = ("booted", "stalled", "failed")
+# sim.report.verdict: booted, stalled (a device never woke), failed (with a
+# reason), watchdog (the simulator's own bound on simulated time).
+OUTCOMES = ("booted", "stalled", "failed", "watchdog")
 # Figures an [expect] table may pin, with their types.
 EXPECT_KEYS = {
     "outcome": str, "hcalls_in_kernel": int, "hcall_exits": int, "ioeventfd_signals": int,
