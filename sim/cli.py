@@ -1,7 +1,9 @@
 """slofsim's command line: run, check, demo, mkdisk.
 
 User errors (a bad scenario, a missing disk, bad usage) print one line
-naming the file and field, and exit with status 2.
+naming the file and field, and exit with status 2. A Python exception is a
+slofsim bug: one line and exit 70 (EX_SOFTWARE), the traceback only with
+--debug.
 """
 
 import argparse
@@ -15,6 +17,7 @@ from sim.diagnosis import format_diagnosis
 from sim.scenario import ScenarioError, load
 
 EXIT_OK, EXIT_BOOT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SOFTWARE = 70   # sysexits.h EX_SOFTWARE: an internal error (a slofsim bug)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,7 +55,7 @@ def _run_one(path: str, disk: str | None = None, echo=None):
 
 def cmd_run(args) -> int:
     path = scenario_path(args.scenario)
-    if args.disk and not os.path.exists(args.disk):
+    if args.disk and not os.path.lexists(args.disk):
         raise ScenarioError(f"{args.disk}: --disk: no such file")
     con = term.console(json=args.json)
     if con is None:
@@ -287,7 +290,24 @@ def cmd_mkdisk(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv          # accepted before or after the command
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _main(argv)
+    except Exception as exc:   # noqa: BLE001 -- a host-side exception is a bug, never a boot outcome
+        if debug:
+            import traceback
+            traceback.print_exc()
+        what = " ".join(str(exc).split())
+        print(f"slofsim: internal error (a slofsim bug): {type(exc).__name__}: {what}"
+              + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+        return EXIT_SOFTWARE
+
+
+def _main(argv) -> int:
     p = _Parser(prog="slofsim", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="on an internal error, print the traceback")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="boot one scenario")
     r.add_argument("scenario")

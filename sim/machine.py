@@ -15,7 +15,7 @@ from firmware_model.slof.boot import Slof
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
 from sim.board.spapr import Console, SpaprMachine
-from sim.ram import GuestRAM
+from sim.ram import GuestRAM, RamAllocError
 from sim import handoff, vtime
 from sim.scenario import Scenario, ScenarioError
 from sim.trace import Trace
@@ -100,6 +100,8 @@ def run(scn: Scenario, disk_override: str | None = None, echo=None) -> RunResult
     vtime.use_clock(clock)
     try:
         m, result, hung, end_ns = trio.run(_boot, scn, backend, trace, echo, clock=clock)
+    except RamAllocError as exc:
+        raise ScenarioError(f"{scn.path}: [machine] ram_mib: {exc}") from None
     finally:
         vtime.use_clock(None)
         backend.close()

@@ -5,6 +5,7 @@ ScenarioError naming the file, the [table] and key, and what was expected.
 """
 
 import dataclasses
+import math
 import os
 import tomllib
 
@@ -18,6 +19,10 @@ class ScenarioError(Exception):
 # sim.report.verdict: booted, stalled (a device never woke), failed (with a
 # reason), watchdog (the simulator's own bound on simulated time).
 OUTCOMES = ("booted", "stalled", "failed", "watchdog")
+VIRTQUEUE_MAX_SIZE = 1024   # include/hw/virtio/virtio.h
+# No single cost may exceed the simulator's watchdog span (sim.machine
+# WATCHDOG_S): one event costing more than the whole run could is a typo.
+MAX_COST_S = 3600.0
 # Figures an [expect] table may pin, with their types.
 EXPECT_KEYS = {
     "outcome": str, "hcalls_in_kernel": int, "hcall_exits": int, "ioeventfd_signals": int,
@@ -157,8 +162,17 @@ def load(path: str) -> Scenario:
                             "woken only by its host notifier); expected ioeventfd = true")
     # virtio-blk's queue-size default became 256 in QEMU 5.0.
     s.queue_size = d.get("queue_size", 256 if s.qemu_version >= (5, 0) else 128)
-    if not 1 <= s.queue_size <= 1024 or s.queue_size & (s.queue_size - 1):
-        raise ScenarioError(f"{path}: [device] queue_size: expected a power of two up to 1024, got {s.queue_size}")
+    # hw/block/virtio-blk.c virtio_blk_device_realize refuses "invalid
+    # queue-size property (%u), must be > 2" (added with seg_max =
+    # queue_size - 2, "virtio: make seg_max virtqueue size dependent", 5.0)
+    # and "... must be a power of 2 (max %d)", VIRTQUEUE_MAX_SIZE 1024. The
+    # device model always has the 5.0 seg_max, so the > 2 rule always holds.
+    if s.queue_size <= 2:
+        raise ScenarioError(f"{path}: [device] queue_size: QEMU refuses queue-size {s.queue_size} "
+                            "(virtio_blk_device_realize: must be > 2); expected a power of two 4..1024")
+    if s.queue_size > VIRTQUEUE_MAX_SIZE or s.queue_size & (s.queue_size - 1):
+        raise ScenarioError(f"{path}: [device] queue_size: QEMU refuses queue-size {s.queue_size} "
+                            f"(must be a power of 2, max {VIRTQUEUE_MAX_SIZE}); expected a power of two 4..1024")
     s.ram_mib = m.get("ram_mib", s.ram_mib)
     s.kernel = m.get("kernel", s.kernel)
     if s.kernel not in ("disk", "direct"):
@@ -184,8 +198,9 @@ def load(path: str) -> Scenario:
         raise ScenarioError(f"{path}: [firmware]: expected positive values")
     costs = data.get("costs", {})
     for key, v in costs.items():
-        if v < 0:
-            raise ScenarioError(f"{path}: [costs] {key}: expected a non-negative number of seconds, got {v}")
+        if not math.isfinite(v) or not 0 <= v <= MAX_COST_S:
+            raise ScenarioError(f"{path}: [costs] {key}: expected a finite number of seconds in "
+                                f"0..{MAX_COST_S:g}, got {v}")
     s.costs = Costs(**{key: float(v) for key, v in costs.items()})
     s.expect = data.get("expect", {})
     if "outcome" in s.expect and s.expect["outcome"] not in OUTCOMES:
