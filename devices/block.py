@@ -77,7 +77,8 @@ class BlockBackend:
         """An image held in memory (slofsim mkdisk output); never persisted."""
         self = cls.__new__(cls)
         self.path, self.writable, self.persist = name, writable, False
-        self._fd, self._data = None, memoryview(bytes(data))
+        # A bytearray is adopted, not copied: a big image's zero pages stay untouched.
+        self._fd, self._data = None, memoryview(data).toreadonly()
         self.overlay, self.dirty = {}, {}
         self.size = len(data)
         self.sectors = self.size // SECTOR

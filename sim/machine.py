@@ -40,7 +40,7 @@ def open_disk(scn: Scenario, disk_override: str | None = None) -> BlockBackend:
         from sim.mkdisk import build_disk
         try:
             data = build_disk(**scn.mkdisk)
-        except ValueError as exc:
+        except (ValueError, MemoryError) as exc:
             raise ScenarioError(f"{scn.path}: [disk]: {exc}") from None
         return BlockBackend.from_bytes(data, "mkdisk", writable=scn.disk_writable)
     try:
