@@ -12,6 +12,7 @@ import trio.testing
 from devices.block import BlockBackend, BlockError
 from firmware_model.linux.virtio_blk import LinuxVirtioBlk
 from firmware_model.slof.boot import Slof
+from firmware_model.slof.disk_label import GuestUnbounded
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
 from sim.board.spapr import Console, SpaprMachine
@@ -85,7 +86,10 @@ async def _guest(cpu, slof, device_tree, trace, costs) -> dict:
     """What the CPU executes: SLOF from 0x100, then, only if the image SLOF
     jumped to ran to its hand-off point (sim.handoff), the guest kernel's
     virtio-blk stage."""
-    result = await slof.main()
+    try:
+        result = await slof.main()
+    except GuestUnbounded as exc:    # real SLOF would not finish: the run ends here, with why
+        return {"stage": "unbounded", "kind": exc.kind, "why": str(exc)}
     if result.get("stage") == "kernel":
         result["handed_off"], result["why"] = handoff.reached(trace)
         if result["handed_off"]:
@@ -93,8 +97,9 @@ async def _guest(cpu, slof, device_tree, trace, costs) -> dict:
     return result
 
 
-def run(scn: Scenario, disk_override: str | None = None, echo=None) -> RunResult:
-    backend = open_disk(scn, disk_override)
+def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None) -> RunResult:
+    """Boot scn; backend, if given, is the disk (the scenario's is not opened)."""
+    backend = backend or open_disk(scn, disk_override)
     trace = Trace()
     clock = trio.testing.MockClock(autojump_threshold=0)
     vtime.use_clock(clock)

@@ -142,9 +142,10 @@ def verdict(result) -> tuple[str, str]:
 
 
 def _failure(trace, g: dict) -> str:
-    loops = trace.named("guest_loop")
-    if loops:
-        return f"SLOF would never finish: {loops[0].fields['why']}"
+    for e in trace.named("guest_unbounded"):
+        f = e.fields
+        return (f"SLOF would never finish: {f['why']}" if f["kind"] == "loop"
+                else f"model limit, SLOF would go on: {f['why']}")
     if g.get("stage") == "vm stopped":
         return f"QEMU stopped the VM ({g.get('run_state')})"
     if g.get("stage") == "kernel":

@@ -365,12 +365,22 @@ class LinuxVirtioBlk:
             hdr = G.gpt_header.parse(page[512:512 + G.gpt_header.sizeof()])
             if hdr.signature != G.SIGNATURE:
                 raise KernelIoError("GPT: protective MBR without a GPT header")
-            entry = G.gpt_entry.parse(page[512 * hdr.part_entry_lba:])
+            lba = hdr.part_entry_lba
+            if lba >= self.capacity:
+                raise KernelIoError(f"GPT: partition entry array at LBA {lba} is beyond the end of the disk")
+            if 512 * lba + G.ENTRY_SIZE > len(page):     # the array is past the first page: read its page
+                first = lba & ~(PAGE // 512 - 1)
+                page = await self.read(first, PAGE // 512)
+                lba -= first
+            entry = G.gpt_entry.parse(page[512 * lba:512 * lba + G.ENTRY_SIZE])
             start = entry.first_lba
         elif parts:
             start = parts[0].lba_start
         else:
             await self.printk(" vda:\n")
+            return
+        if start >= self.capacity:      # block/partitions/core.c: "p%d start %llu is beyond EOD"
+            await self.printk(f" vda: vda1\n vda: p1 start {start} is beyond EOD, truncated\n")
             return
         await self.printk(" vda: vda1\n")
         self._partition_pages = [start, start + PAGE // 512]
