@@ -38,10 +38,10 @@ async def _machine(case: Case, result: CaseResult, disk_file: str | None) -> Non
                else BlockBackend.from_bytes(DISK, "fuzz-disk", writable=case.writable))
     ram = GuestRAM(RAM_SIZE)
     vm = KvmVm(KernelConfig(scn.kernel_version, scn.kvm, scn.host_endian), ram, trace, scn.costs)
-    m = SpaprMachine(scn, vm, ram, backend, trace, scn.costs, Console(trace))
+    oracle = Oracle(None, vm, trace, result, case.config)   # sees every ENABLE_CAP and IOEVENTFD call
+    m = oracle.m = SpaprMachine(scn, vm, ram, backend, trace, scn.costs, Console(trace))
     cpu = PowerCPU(ram)
     vcpu = vm.create_vcpu(cpu)
-    oracle = Oracle(m, vm, trace, result)
     vcpu.load_guest(HostileGuest(cpu, m, case, oracle).main())
     try:
         run_result, hung = await m.run(vcpu, WATCHDOG_S)
