@@ -26,6 +26,9 @@ from sim.fuzz.cases import (
     gen_case,
 )
 from sim.fuzz.guest import HostileGuest, Oracle
+from sim.fuzz.disks import KINDS as DISK_KINDS, gen_disk_case, run_disk_case
+
+DISK_SHARE = 0.25   # of the campaign's wall time spent booting hostile disks
 
 # -- running a case --------------------------------------------------------
 
@@ -109,6 +112,8 @@ class Campaign(Tally):
     hangs: list = dataclasses.field(default_factory=list)
     violations: list = dataclasses.field(default_factory=list)
     sim_time: float = 0.0
+    disks: Counter = dataclasses.field(default_factory=Counter)         # (kind, outcome) -> boots
+    worst_disk: tuple = (0.0, None)                                     # (wall s, case)
 
     @property
     def ok(self) -> bool:
@@ -125,15 +130,35 @@ class Campaign(Tally):
             self.hangs.append((case, r.hung))
         self.violations += [(case, v) for v in r.violations]
 
+    def add_disk(self, case, r) -> None:
+        """A hostile-disk boot: its violations (host exception, hang,
+        watchdog, booted without the marker) count with the others."""
+        self.disks[(case.kind, r.outcome)] += 1
+        self.sim_time += r.sim_s
+        if r.wall_s > self.worst_disk[0]:
+            self.worst_disk = (r.wall_s, case)
+        self.violations += [(case, v) for v in r.violations]
 
-def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | None = None) -> Campaign:
+
+def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | None = None,
+             disks: bool = True) -> Campaign:
+    """Hostile guests, and (with disks) hostile disks for DISK_SHARE of the time."""
     import random
     ch = RandomChooser(random.Random(seed))
+    disk_ch = RandomChooser(random.Random(f"disks-{seed}"))   # its own stream: the guests' cases stay the seed's
     c = Campaign()
-    end = clock() + seconds
+    start = clock()
+    end = start + seconds
+    disk_time = 0.0
     while True:
-        case = gen_case(ch)
-        c.add(case, run_case(case, disk_file=disk_file))
+        if disks and disk_time <= DISK_SHARE * (clock() - start):
+            t = clock()
+            dcase = gen_disk_case(disk_ch)
+            c.add_disk(dcase, run_disk_case(dcase))
+            disk_time += clock() - t
+        else:
+            case = gen_case(ch)
+            c.add(case, run_case(case, disk_file=disk_file))
         if clock() >= end:
             return c
 
@@ -152,6 +177,12 @@ def format_campaign(c: Campaign, seconds: float, seed: int) -> str:
                                         or "none"),
              "device errors by reason (virtio_error):"]
     lines += [f"  {v:6d}  {k}" for k, v in c.device_errors.most_common()] or ["  none"]
+    n_disks = sum(c.disks.values())
+    lines.append(f"hostile disks: {n_disks} boots, " + ", ".join(
+        f"{k} {sum(v for (kk, _), v in c.disks.items() if kk == k)}" for k in DISK_KINDS) +
+        f"; outcomes: " + (", ".join(f"{o} {sum(v for (_, oo), v in c.disks.items() if oo == o)}"
+                                     for o in sorted({o or "none" for _, o in c.disks}, key=str)) or "none") +
+        (f"; worst wall time {c.worst_disk[0]:.2f} s ({c.worst_disk[1]})" if n_disks else ""))
     lines.append(f"host-side exceptions: {len(c.exceptions)}")
     lines.append(f"hangs: {len(c.hangs)}")
     lines.append(f"oracle violations: {len(c.violations)}")

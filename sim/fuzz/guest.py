@@ -274,6 +274,8 @@ class HostileGuest:
         self.L = layouts(True)
         self.bar0 = self.bar1 = self.bar4 = None
         self.num = 0
+        self.disk = bytearray(DISK)      # the oracle's copy: DISK and the writes that succeeded
+        self._write = None
 
     # symbolic addresses
     def resolve(self, a) -> int:
@@ -431,8 +433,12 @@ class HostileGuest:
         if reasons != ([error] if error else []):
             o.violation(f"ring {op}: QEMU's virtqueue_pop gives {[error] if error else 'no error'}; "
                         f"the device said {reasons}")
-        if len(completed) != served:
-            o.violation(f"ring {op}: {served} requests pop before any error; {len(completed)} completed")
+        # virtqueue_fill/flush do nothing once the device is broken, so a
+        # request popped before the error never reaches the used ring.
+        want = 0 if error else served
+        if len(completed) != want:
+            o.violation(f"ring {op}: {served} requests pop{' before the error' if error else ''}, so {want} "
+                        f"complete; {len(completed)} completed")
         await self.check_stopped(reasons)
         await self.reset()
 
@@ -526,6 +532,8 @@ class HostileGuest:
                 return VIRTIO_BLK_S_IOERR, in_len
             if is_write and not self.case.writable:
                 return (None if size == 0 else VIRTIO_BLK_S_IOERR), in_len
+            if is_write:     # the oracle's own copy of the disk takes the write once it succeeds
+                self._write = (sector, out_bytes[16:16 + size])
             return ("read", sector, size) if not is_write else VIRTIO_BLK_S_OK, in_len
         if kind in (VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID):
             return VIRTIO_BLK_S_OK, in_len
@@ -538,6 +546,7 @@ class HostileGuest:
         chain = self._blk_chain(op)
         if not op.indirect and len(chain) > num:
             chain = chain[:num]
+        self._write = None
         expect, in_len = self._expect_blk(chain)
         last_in = [(a, n) for a, n, w in chain if w][-1:] if expect != "error" else []
         head = self.avail_idx % num
@@ -588,10 +597,13 @@ class HostileGuest:
             if status != VIRTIO_BLK_S_OK:
                 o.violation(f"{what}: status {status}, expected OK")
             got = b"".join(self.ram.read(a, n) for a, n, w in chain if w)[:size]
-            if got != DISK[sector * SECTOR:sector * SECTOR + size]:
+            if got != bytes(self.disk[sector * SECTOR:sector * SECTOR + size]):
                 o.violation(f"{what}: the data read is not the disk's")
         elif expect is not None and status != expect:
             o.violation(f"{what}: status {status}, expected {expect}")
+        elif self._write is not None and status == VIRTIO_BLK_S_OK:
+            sector, data = self._write
+            self.disk[sector * SECTOR:sector * SECTOR + len(data)] = data
         elif status not in (VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP):
             o.violation(f"{what}: status byte {status}")
 
