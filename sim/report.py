@@ -128,7 +128,7 @@ def verdict(result) -> tuple[str, str]:
                             (f" after {secs:.0f} s simulated" if secs else ""))
     g = result.guest_result or {}
     linux = g.get("linux") or {}
-    if g.get("stage") == "kernel" and g.get("handed_off", True) and linux.get("ok"):
+    if g.get("stage") == "kernel" and g.get("handed_off") is True and linux.get("ok"):
         return "booted", ""
     hung = trace.named("linux_hung_task")
     if hung:
@@ -149,7 +149,7 @@ def _failure(trace, g: dict) -> str:
     if g.get("stage") == "vm stopped":
         return f"QEMU stopped the VM ({g.get('run_state')})"
     if g.get("stage") == "kernel":
-        if not g.get("handed_off", True):
+        if g.get("handed_off") is not True:
             return f"the loaded image did not reach its hand-off: {g.get('why')}"
         return f"the kernel stage failed: {(g.get('linux') or {}).get('reason', 'no result')}"
     text = "".join(e.fields["data"] for e in trace.named("vty_write"))
@@ -205,10 +205,11 @@ def summary(result) -> dict:
     caps = [e.fields["ret"] for e in trace.named("enable_cap")]
     reqs = block_requests(trace)
     first_stalled = next((i for i, r in enumerate(reqs) if not r["completed"]), None)
+    outcome_, reason = verdict(result)
     return {
         "scenario": result.scenario.name,
-        "outcome": verdict(result)[0],
-        "reason": verdict(result)[1],
+        "outcome": outcome_,
+        "reason": reason,
         "sim_time_us": result.end_ns // 1000,
         "hcalls_in_kernel": len(in_kernel),
         "hcall_exits": len(exits),
