@@ -213,3 +213,18 @@ def test_hostile_elf_images_break_no_property_outside_the_elf_loader():
         r = run_disk_case(case)
         others = [v for v in r.violations if not (v.startswith("host-side exception") and "slof/elf.py" in v)]
         assert not others, f"{case}: {others}"
+
+
+def test_zero_sized_gpt_entries_are_scanned_without_reads_and_bounded(alarm):
+    r, s = _boot([_gpt_header(num_part_entries=0xFFFF_FFFF, part_entry_size=0)], gpt=True)
+    assert s["outcome"] == "failed" and "no matching GPT entry in the first 1024" in s["reason"]
+    assert _reads(r) == [64, 0, 0, 0, 1]  # the ISO probe, no-mbr?/no-gpt?, the header; a 0-byte entry read moves nothing
+
+
+def test_the_campaign_boots_hostile_disks_from_their_own_stream():
+    from sim.fuzz.campaign import campaign, format_campaign
+    c = campaign(0.2, seed=3)
+    assert sum(c.disks.values()) >= 1 and c.ok
+    assert "hostile disks: " in format_campaign(c, 0.2, 3)
+    guests = campaign(0.2, seed=3, disks=False)
+    assert not guests.disks and guests.cases >= 1
