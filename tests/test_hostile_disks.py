@@ -218,7 +218,8 @@ def test_hostile_elf_images_break_no_property_outside_the_elf_loader():
 def test_zero_sized_gpt_entries_are_scanned_without_reads_and_bounded(alarm):
     r, s = _boot([_gpt_header(num_part_entries=0xFFFF_FFFF, part_entry_size=0)], gpt=True)
     assert s["outcome"] == "failed" and "no matching GPT entry in the first 1024" in s["reason"]
-    assert _reads(r) == [64, 0, 0, 0, 1]  # the ISO probe, no-mbr?/no-gpt?, the header; a 0-byte entry read moves nothing
+    # the ISO probe, no-mbr?/no-gpt?, the header: a 0-byte entry read moves nothing
+    assert _reads(r) == [64, 0, 0, 0, 1]
 
 
 def test_the_campaign_boots_hostile_disks_from_their_own_stream():

@@ -133,7 +133,7 @@ class Campaign(Tally):
     def add_disk(self, case, r) -> None:
         """A hostile-disk boot: its violations (host exception, hang,
         watchdog, booted without the marker) count with the others."""
-        self.disks[(case.kind, r.outcome)] += 1
+        self.disks[(case.kind, r.outcome or "no outcome")] += 1
         self.sim_time += r.sim_s
         if r.wall_s > self.worst_disk[0]:
             self.worst_disk = (r.wall_s, case)
@@ -180,8 +180,8 @@ def format_campaign(c: Campaign, seconds: float, seed: int) -> str:
     n_disks = sum(c.disks.values())
     lines.append(f"hostile disks: {n_disks} boots, " + ", ".join(
         f"{k} {sum(v for (kk, _), v in c.disks.items() if kk == k)}" for k in DISK_KINDS) +
-        f"; outcomes: " + (", ".join(f"{o} {sum(v for (_, oo), v in c.disks.items() if oo == o)}"
-                                     for o in sorted({o or "none" for _, o in c.disks}, key=str)) or "none") +
+        "; outcomes: " + (", ".join(f"{o} {sum(v for (_, oo), v in c.disks.items() if oo == o)}"
+                                     for o in sorted({o for _, o in c.disks})) or "none") +
         (f"; worst wall time {c.worst_disk[0]:.2f} s ({c.worst_disk[1]})" if n_disks else ""))
     lines.append(f"host-side exceptions: {len(c.exceptions)}")
     lines.append(f"hangs: {len(c.hangs)}")

@@ -81,28 +81,36 @@ def gen_mbr(ch) -> list:
     return edits
 
 
+def _ebr_sector(first: int, k: int) -> int:
+    """EBR k of a generated chain: the first at `first`, then every other sector."""
+    return first + (0 if k == 0 else 1 + 2 * k)
+
+
 def gen_ebr(ch) -> list:
     """An extended partition (entry 2) and a chain of EBRs from sector 100:
-    valid, long, looping, pointing at itself, at 0xFFFFFFFF, or off the disk."""
+    valid, long, looping, pointing at itself, at 0xFFFFFFFF, or off the disk.
+    Entry 2 of an EBR is relative to the first EBR (lpart-start)."""
     first = 100
     edits = [_mbr_entry(ch, 2, type=ch.choice((0x05, 0x0F, 0x85)), lba_start=first, sectors=1000,
                         boot_indicator=0)]
     n = ch.choice((1, 2, 5, 40, 300))
     shape = ch.choice(("end", "loop", "self", "ffffffff", "beyond", "random"))
+    edits.append((f"{n} EBRs, chain {shape}", 0, b""))
     for i in range(n):
-        nxt = i + 1 if i + 1 < n else {"end": 0, "loop": 0 if n == 1 else ch.integer(0, n - 1) or n - 1,
-                                       "self": i, "ffffffff": U32, "beyond": 1 << 24, "random": _u32(ch)}[shape]
-        rel = lambda k: 1 + 2 * k   # EBR k at first + rel(k); entry 2 is relative to the first EBR
-        part_type = M.PART_TYPE_PREP if ch.integer(0, 7) == 0 else 0x83
-        e1 = dict(boot_indicator=0x80 if part_type == M.PART_TYPE_PREP else 0, chs_start=bytes(3),
-                  type=part_type, chs_end=bytes(3), lba_start=ch.choice((1, 1, 0, _u32(ch))), sectors=_u32(ch))
-        e2 = dict(boot_indicator=0, chs_start=bytes(3), type=0x05, chs_end=bytes(3),
-                  lba_start=0 if nxt == 0 and shape == "end" else (rel(nxt) if nxt < n else nxt), sectors=1)
-        sector = first + (0 if i == 0 else rel(i))
+        if i + 1 < n:
+            rel = _ebr_sector(first, i + 1) - first
+        else:
+            rel = {"end": 0, "loop": _ebr_sector(first, ch.integer(0, n - 1)) - first, "self": 0,
+                   "ffffffff": U32, "beyond": 1 << 24, "random": _u32(ch)}[shape]
+            if shape == "self":
+                rel = _ebr_sector(first, i) - first
+        prep = ch.integer(0, 7) == 0
+        e1 = dict(boot_indicator=0x80 if prep else 0, chs_start=bytes(3), type=M.PART_TYPE_PREP if prep else 0x83,
+                  chs_end=bytes(3), lba_start=ch.choice((1, 1, 0, _u32(ch))), sectors=_u32(ch))
+        e2 = dict(boot_indicator=0, chs_start=bytes(3), type=0x05, chs_end=bytes(3), lba_start=rel, sectors=1)
         body = M.partition_entry.build(e1) + M.partition_entry.build(e2) + bytes(32) + b"\x55\xaa"
-        edits.append((f"EBR {i} at {sector}" if i in (0, n - 1) else "", sector * 512 + 446, body))
-    edits[1] = (f"{n} EBRs, chain {shape}", *edits[1][1:])
-    return [e for e in edits]
+        edits.append(("", _ebr_sector(first, i) * 512 + 446, body))
+    return edits
 
 
 def gen_gpt(ch) -> list:
