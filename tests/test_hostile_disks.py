@@ -114,11 +114,11 @@ def _reads(r):
     return [e.fields["sector"] for e in r.trace.named("virtio_blk_submit")]
 
 
-@pytest.mark.parametrize("last_next, back_to", [(2, 102), (0, None), (0xFFFF_FFFF, FIRST_EBR + 0xFFFF_FFFF),
+@pytest.mark.parametrize("last_next, back_to", [(2, 102), (0, None), (0xFFFF_FFFF, None), (0x7FFF_FFFF, 0x8000_0063),
                                                 (4, 104)])
 def test_an_ebr_chain_that_loops_ends_the_boot_with_the_reason(alarm, last_next, back_to):
     r, s = _boot(_ebr_chain(3, last_next))
-    if back_to is None:                   # a chain that ends: SLOF finds no PReP, E3404
+    if back_to is None:   # a chain that ends (0xFFFFFFFF wraps to the empty sector 99): no PReP, E3404
         assert s["outcome"] == "failed" and s["reason"].startswith("E3404")
         return
     assert s["outcome"] == "failed"
@@ -130,6 +130,18 @@ def test_an_ebr_chain_that_loops_ends_the_boot_with_the_reason(alarm, last_next,
     assert list(dict.fromkeys(ebr_reads)) == [100, 102, 104] + ([back_to] if back_to > 104 else [])
     assert len(ebr_reads) <= 3 + 5
     assert s["kernel_stage"] == "not reached"
+
+
+def test_the_next_ebr_sector_wraps_at_2_to_the_32_as_real_slof_does():
+    """Measured on SLOF 20220719 (QEMU 7.2, TCG): a next pointer of 0xFFFFFFCE
+    from the extended partition at 100 reaches an EBR at sector 50, whose
+    PReP entry boots; next pointers past the disk (0x7FFFFFFF, 0x100000,
+    0x1F9C) loop on "virtioblk_transfer failed!" for ever."""
+    ent = M.partition_entry.build
+    ebr50 = ent(dict(boot_indicator=0x80, chs_start=bytes(3), type=0x41, chs_end=bytes(3), lba_start=2048 - 50,
+                     sectors=64)) + bytes(48) + b"\x55\xaa"
+    r, s = _boot(_ebr_chain(3, 0xFFFF_FFCE) + [("EBR at 50", 50 * 512 + 446, ebr50)])
+    assert s["outcome"] == "booted" and 50 in _reads(r)
 
 
 def test_logical_partitions_past_the_documented_limit_end_the_boot(monkeypatch, alarm):

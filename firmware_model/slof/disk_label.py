@@ -159,7 +159,11 @@ class DiskLabel:
             nxt = self._entry(2).lba_start
             if not nxt:
                 return count, None
-            part_start = lpart_start + nxt
+            # Modulo 2^32, as measured: real SLOF (20220719, QEMU 7.2) follows a
+            # next pointer of 0xFFFFFFCE from an extended partition at 100 to
+            # the EBR at sector 50 and boots from it; 0xFFFFFFFF ends on the
+            # empty sector 99 (E3404). Where the Forth wraps is not pinned.
+            part_start = (lpart_start + nxt) & 0xFFFF_FFFF
 
     def _unbounded(self, kind: str, why: str):
         self.trace.emit("guest", "guest_unbounded", kind=kind, why=why)
