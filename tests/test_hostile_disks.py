@@ -1,6 +1,15 @@
 """No disk crashes or hangs slofsim (issue 12): odd paths and formats are
 one-line user errors; EBR chains and GPT arrays are walked within bounds,
-SLOF's own where it has them; the hostile-disk generator's properties hold."""
+SLOF's own where it has them; the hostile-disk generator's properties hold.
+
+Checked against real SLOF 20220719 under QEMU 7.2 (pseries, TCG, legacy
+virtio-blk), each disk built by these helpers: an EBR chain looping back
+(hangs at "Trying to load"), next pointers past the disk (0x7FFFFFFF,
+0x100000, 0x1F9C: "virtioblk_transfer failed!" for ever), 0xFFFFFFFF
+(E3404), 0xFFFFFFCE onto an EBR at 50 (boots), five logical partitions with
+the PReP last (boots), a GPT of 2^32-1 entries (hangs), entries at LBA 100
+(boots), entry size 4097 (the message twice, E3404), code that spins
+before printing (silent after "Successfully loaded")."""
 
 import os
 import random
@@ -178,7 +187,8 @@ def test_a_huge_gpt_entry_count_is_bounded(monkeypatch, alarm):
 
 def test_gpt_entries_past_slofs_buffer_are_refused_as_slof_does():
     r, s = _boot([_gpt_header(part_entry_size=4097)], gpt=True)
-    assert "GPT part size exceeds buffer allocated" in r.console.text()
+    # twice, the CHRP probe's and the GPT load's, then E3404: as real SLOF 20220719 printed it
+    assert r.console.text().count("GPT part size exceeds buffer allocated") == 2
     assert s["outcome"] == "failed" and s["reason"].startswith("E3404")
 
 
