@@ -47,7 +47,7 @@ class BlockBackend:
                 os.close(fd)
                 raise
             if path.endswith(".xz"):
-                with lzma.open(os.fdopen(fd, "rb")) as f:
+                with os.fdopen(fd, "rb") as raw, lzma.open(raw) as f:
                     self._data = memoryview(f.read())
                 self.persist = False
                 size = len(self._data)
