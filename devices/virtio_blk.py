@@ -156,6 +156,8 @@ class VirtIOBlock(VirtIODevice):
                 return n
             n += 1
             self.submit(vq, elem, actor, ctx, big)
+            if self.broken:   # virtio_blk_handle_vq: a request that fails virtio_error ends the loop (break)
+                return n
 
     def submit(self, vq, elem, actor, ctx, big) -> None:
         """virtio_blk_handle_request."""

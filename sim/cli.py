@@ -4,7 +4,9 @@ Commands are rows of COMMANDS (the @command decorator): each has a one-line
 help, an example and the meaning of its exit statuses, shown by
 `slofsim NAME --help`. Every argument is checked before any machine boots.
 User errors (a bad scenario, a missing disk, bad usage) print one line
-naming the file and field, and exit with status 2; Ctrl-C prints
+naming the file and field, and exit with status 2. A Python exception is a
+slofsim bug: one line and exit 70 (EX_SOFTWARE), the traceback only with
+--debug. Ctrl-C prints
 `interrupted` and exits with 130; a closed stdout pipe exits with 141.
 """
 
@@ -25,7 +27,9 @@ from sim.scenario import ScenarioError, check_writable, load
 
 EXIT_OK, EXIT_BOOT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = interrupt.EXIT_INTERRUPTED
-BOOT_EXITS = "0 booted, 1 stalled or failed, 2 usage or scenario error, 130 interrupted (Ctrl-C)"
+BOOT_EXITS = ("0 booted, 1 stalled, failed or watchdog, 2 usage or scenario error, 70 internal error (a slofsim bug), "
+              "130 interrupted (Ctrl-C)")
+EXIT_SOFTWARE = 70   # sysexits.h EX_SOFTWARE: an internal error (a slofsim bug)
 
 
 @dataclasses.dataclass
@@ -90,7 +94,7 @@ def scenario_dir(path: str | None) -> list[str]:
 
 
 def check_disk(path: str | None) -> None:
-    if path and not os.path.exists(path):
+    if path and not os.path.lexists(path):     # a symlink loop is devices.block's to name
         raise ScenarioError(f"{path}: --disk: no such file")
 
 
@@ -649,6 +653,8 @@ def build_parser(rich: bool = False):
                 epilog="examples:\n  slofsim demo\n  slofsim run dataplane-stall\n  slofsim list\n\n"
                        "`slofsim COMMAND --help` shows a command's options, defaults and exit statuses.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="on an internal error (exit 70), print the traceback; accepted anywhere on the line")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND",
                            title="commands")
     for c in COMMANDS.values():
@@ -669,6 +675,9 @@ def _main(argv) -> int:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv          # accepted before or after the command
+    argv = [a for a in argv if a != "--debug"]
     try:
         return _main(argv)
     except ScenarioError as exc:
@@ -681,7 +690,14 @@ def main(argv=None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return interrupt.EXIT_BROKEN_PIPE
         if not interrupt.is_interrupt(exc):
-            raise
+            # A host-side exception is a slofsim bug, never a boot outcome.
+            if debug:
+                import traceback
+                traceback.print_exc()
+            what = " ".join(str(exc).split())
+            print(f"slofsim: internal error (a slofsim bug): {type(exc).__name__}: {what}"
+                  + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+            return EXIT_SOFTWARE
         # The machine is abandoned mid-run: block-layer coroutines spawned in
         # the same step as the interrupt are dropped unstarted, which is fine.
         warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)

@@ -16,15 +16,16 @@ from firmware_model.linux.releases import GUEST_KERNELS
 from firmware_model.linux.virtio_blk import LinuxVirtioBlk
 from firmware_model.slof.boot import Slof
 from firmware_model.slof.releases import release as slof_release
+from firmware_model.slof.disk_label import GuestUnbounded
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
 from sim.board.spapr import Console, SpaprMachine
-from sim.ram import GuestRAM
-from sim import vtime
+from sim.ram import GuestRAM, RamAllocError
+from sim import handoff, vtime
 from sim.scenario import Scenario, ScenarioError
 from sim.trace import Trace
 
-WATCHDOG_S = 3600.0   # simulated seconds before a run is declared hung
+WATCHDOG_S = 3600.0   # simulated seconds before the simulator's own watchdog ends a run
 
 
 class RunResult:
@@ -39,11 +40,12 @@ class RunResult:
 
 
 @functools.lru_cache(maxsize=4)
-def _mkdisk_image(params: tuple) -> bytes:
+def _mkdisk_image(params: tuple):
     """The built-in image for these [disk] parameters, built once per
-    process (a backend keeps its writes in an overlay, so boots can share it)."""
+    process (a backend keeps its writes in an overlay, so boots can share
+    it; it is adopted, not copied, so its zero pages stay untouched)."""
     from sim.mkdisk import build_disk
-    return bytes(build_disk(**dict(params)))
+    return build_disk(**dict(params))
 
 
 def open_disk(scn: Scenario, disk_override: str | None = None) -> BlockBackend:
@@ -51,7 +53,7 @@ def open_disk(scn: Scenario, disk_override: str | None = None) -> BlockBackend:
     if image == "mkdisk":
         try:
             data = _mkdisk_image(tuple(sorted(scn.mkdisk.items())))
-        except ValueError as exc:
+        except (ValueError, MemoryError) as exc:
             raise ScenarioError(f"{scn.path}: [disk]: {exc}") from None
         return BlockBackend.from_bytes(data, "mkdisk", writable=scn.disk_writable)
     try:
@@ -87,25 +89,36 @@ async def _boot(scn: Scenario, backend, trace, echo):
         result, hung = await m.run(vcpu, WATCHDOG_S)
     finally:
         vcpu.close()
+    if hung:   # the simulator's bound, not the guest's: report.outcome says "watchdog"
+        trace.emit("sim", "watchdog", seconds=WATCHDOG_S)
     return m, result, hung, round(vtime.now() * 1e9)
 
 
 async def _guest(cpu, slof, device_tree, trace, costs, guest_kernel) -> dict:
-    """What the CPU executes: SLOF from 0x100, then, once SLOF has handed
-    off (the image's entry code ran), the guest kernel's virtio-blk stage."""
-    result = await slof.main()
+    """What the CPU executes: SLOF from 0x100, then, only if the image SLOF
+    jumped to ran to its hand-off point (sim.handoff), the guest kernel's
+    virtio-blk stage."""
+    try:
+        result = await slof.main()
+    except GuestUnbounded as exc:    # real SLOF would not finish: the run ends here, with why
+        return {"stage": "unbounded", "kind": exc.kind, "why": str(exc)}
     if result.get("stage") == "kernel":
-        result["linux"] = await LinuxVirtioBlk(cpu, device_tree, trace, costs, kernel=guest_kernel).run()
+        result["handed_off"], result["why"] = handoff.reached(trace)
+        if result["handed_off"]:
+            result["linux"] = await LinuxVirtioBlk(cpu, device_tree, trace, costs, kernel=guest_kernel).run()
     return result
 
 
-def run(scn: Scenario, disk_override: str | None = None, echo=None) -> RunResult:
-    backend = open_disk(scn, disk_override)
+def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None) -> RunResult:
+    """Boot scn; backend, if given, is the disk (the scenario's is not opened)."""
+    backend = backend or open_disk(scn, disk_override)
     trace = Trace()
     clock = trio.testing.MockClock(autojump_threshold=0)
     vtime.use_clock(clock)
     try:
         m, result, hung, end_ns = trio.run(_boot, scn, backend, trace, echo, clock=clock)
+    except RamAllocError as exc:
+        raise ScenarioError(f"{scn.path}: [machine] ram_mib: {exc}") from None
     finally:
         vtime.use_clock(None)
         backend.close()

@@ -13,8 +13,8 @@ of 128 bytes from LBA 2, the backup entries and header at the end, both
 CRC32s right. SLOF then takes its GPT route (the PReP type GUID).
 """
 
+import mmap
 import struct
-
 import uuid
 
 from sim.abi import elf as E
@@ -32,6 +32,9 @@ CODE_OFFSET = 0x20              # code follows the 24-byte descriptor, 32-byte a
 BASE_REG = 31                   # PAPR: hcalls preserve r14-r31; r4-r12 are volatile
 _CHS_LBA = b"\xfe\xff\xff"      # "use LBA" CHS placeholder, as the reference MBR has
 _MIB = 1 << 20
+# The image is built in host memory (zero pages stay untouched until
+# written); its size is bounded so that a typo cannot exhaust the host.
+MAX_SIZE_MIB = 4096
 
 
 # --- Power ISA instruction encoders (Book I, big-endian words) -------------
@@ -166,7 +169,7 @@ def _check_int(name: str, value, lo: int, hi: int) -> int:
 
 def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int = 2048,
                active: bool = True, part_type: int = M.PART_TYPE_PREP, disk_id: int = 0x5EA5C0DE,
-               payload: bytes | None = None, gpt: bool = False, gpt_type: str | None = None) -> bytearray:
+               payload: bytes | None = None, gpt: bool = False, gpt_type: str | None = None) -> mmap.mmap:
     """A raw image: one partition, the payload at its first sector.
 
     MBR (default): one primary entry; with the defaults, sector 0 is
@@ -176,7 +179,7 @@ def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int 
     GPT (`gpt=True`): one entry of type `gpt_type` (a GUID string, PReP by
     default); GUIDs are derived from disk_id, so the image is reproducible.
     """
-    _check_int("size_mib", size_mib, 1, 1 << 20)
+    _check_int("size_mib", size_mib, 1, MAX_SIZE_MIB)
     _check_int("part_start", part_start, 1, 0xFFFF_FFFF)      # sector 0 is the MBR
     _check_int("part_sectors", part_sectors, 1, 0xFFFF_FFFF)
     _check_int("part_type", part_type, 0, 0xFF)
@@ -202,7 +205,7 @@ def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int 
         raise ValueError(f"payload ({len(payload)} bytes) does not fit in the partition "
                          f"({part_sectors} sectors = {part_sectors * M.SECTOR} bytes)")
 
-    img = bytearray(disk_sectors * M.SECTOR)
+    img = _zeroed(disk_sectors * M.SECTOR)
     if gpt:
         _write_gpt(img, disk_sectors, part_start, part_sectors, disk_id, gpt_type)
     else:
@@ -212,6 +215,12 @@ def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int 
     off = part_start * M.SECTOR
     img[off:off + len(payload)] = payload
     return img
+
+
+def _zeroed(n: int):
+    """n zero bytes whose pages the host backs only once written (an
+    anonymous mapping, like a sparse file); a bytearray would touch them all."""
+    return mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 _GPT_ARRAY_SECTORS = G.DEFAULT_ENTRIES * G.ENTRY_SIZE // M.SECTOR   # 32

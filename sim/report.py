@@ -11,7 +11,8 @@ figures -- hcalls, exits, QUEUE_NOTIFY, ioeventfd signals, requests, bytes,
 register accesses, the diagnosis -- are the firmware stage's: they are what
 the 2015 bug is about and what the real-SLOF measurements pin. The kernel
 stage has its own `kernel_*` figures. Only the outcome and the simulated
-time span both: "booted" means the kernel stage completed its reads.
+time span both: "booted" means the image ran to its hand-off and the kernel
+stage completed its reads (verdict below).
 """
 
 from collections import Counter
@@ -21,6 +22,7 @@ from sim.abi.kvm import ERRNO_NAMES
 from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR, VIRTIO_PCI_REGION_SIZE
 from sim.diagnosis import diagnose, notify_addrs  # noqa: F401  (diagnose is re-exported)
 from sim.perfetto import phase_spans
+from sim.scenario import OUTCOMES  # noqa: F401  (the names verdict returns)
 from sim.trace import KERNEL_STAGE_PHASE, Trace, firmware_trace, split_stages  # noqa: F401  (re-exported)
 
 
@@ -145,20 +147,58 @@ def phases(result) -> list[dict]:
             for e, stop, top in phase_spans(result.trace.events, result.end_ns)]
 
 
-def outcome(result) -> str:
-    """booted: SLOF handed off and the kernel stage read its blocks;
-    stalled: a wait that never ended (SLOF's virtio timeouts, the kernel's
-    hung task, or the watchdog); failed: anything else."""
+def verdict(result) -> tuple[str, str]:
+    """(outcome, reason), from the trace and the guest's result:
+    watchdog: the simulator's own bound on simulated time ended the run
+      (never the 2015 bug: a model that hangs is a slofsim bug);
+    booted: the image SLOF loaded ran to its hand-off (sim.handoff) and
+      the kernel stage read its blocks;
+    stalled: the guest waited on a device that never woke (SLOF's virtio
+      timeouts, or the kernel's hung-task check);
+    failed: anything else, with the firmware's E34xx message, why the
+      image stopped, or why the kernel stage failed."""
+    trace = result.trace
+    if result.hung or trace.named("watchdog"):
+        w = trace.named("watchdog")
+        secs = w[0].fields["seconds"] if w else None
+        return "watchdog", ("the simulator's watchdog ended the run" +
+                            (f" after {secs:.0f} s simulated" if secs else ""))
     g = result.guest_result or {}
+    linux = g.get("linux") or {}
+    if g.get("stage") == "kernel" and g.get("handed_off") is True and linux.get("ok"):
+        return "booted", ""
+    hung = trace.named("linux_hung_task")
+    if hung:
+        f = hung[0].fields
+        return "stalled", f"the kernel's read of sector {f.get('sector')} never completed " \
+                          f"(hung task after {f.get('seconds')} s)"
+    timeouts = trace.named("virtio_timeout")
+    if timeouts:
+        return "stalled", f"{len(timeouts)} SLOF virtio-blk request(s) timed out"
+    return "failed", _failure(trace, g)
+
+
+def _failure(trace, g: dict) -> str:
+    for e in trace.named("guest_unbounded"):
+        f = e.fields
+        return (f"SLOF would never finish: {f['why']}" if f["kind"] == "loop"
+                else f"model limit, SLOF would go on: {f['why']}")
+    if g.get("stage") == "vm stopped":
+        return f"QEMU stopped the VM ({g.get('run_state')})"
     if g.get("stage") == "kernel":
-        if (g.get("linux") or {}).get("ok"):
-            return "booted"
-        if result.hung or result.trace.named("linux_hung_task"):
-            return "stalled"
-        return "failed"
-    if result.hung or result.trace.named("virtio_timeout"):
-        return "stalled"
-    return "failed"
+        if g.get("handed_off") is not True:
+            return f"the loaded image did not reach its hand-off: {g.get('why')}"
+        return f"the kernel stage failed: {(g.get('linux') or {}).get('reason', 'no result')}"
+    text = "".join(e.fields["data"] for e in trace.named("vty_write"))
+    errors = [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()[:3] == "E34"]
+    limits = [e.fields["what"] for e in trace.named("model_limit")]
+    reason = "; ".join(dict.fromkeys(errors)) or "SLOF stopped without an error message"
+    return reason + (f" (model limit: {'; '.join(dict.fromkeys(limits))})" if limits else "")
+
+
+def outcome(result) -> str:
+    """One of OUTCOMES (see verdict)."""
+    return verdict(result)[0]
 
 
 def kernel_stage(result, kern: Trace) -> dict:
@@ -204,9 +244,11 @@ def summary(result) -> dict:
     bytes_loaded = sum(r["count"] * 512 for r in block_requests(trace) if r["completed"] and r["type"] == "read")
     reqs = block_requests(trace)
     first_stalled = next((i for i, r in enumerate(reqs, 1) if not r["completed"]), None)   # request #n, from 1
+    outcome_, reason = verdict(result)
     return {
         "scenario": result.scenario.name,
-        "outcome": outcome(result),
+        "outcome": outcome_,
+        "reason": reason,
         "sim_time_us": result.end_ns // 1000,
         "hcalls_in_kernel": len(in_kernel),
         "hcall_exits": len(exits),
@@ -265,7 +307,7 @@ def to_json(result) -> dict:
 def format_summary(s: dict) -> str:
     exits = ", ".join(f"{n} {k}" for k, n in s["exits_by_hcall"].items()) or "none"
     lines = [
-        f"outcome:             {s['outcome']}",
+        f"outcome:             {s['outcome']}" + (f" ({s['reason']})" if s.get("reason") else ""),
         f"simulated time:      {s['sim_time_us'] / 1e6:.6f} s",
         f"hcalls in kernel:    {s['hcalls_in_kernel']}",
         f"exits to userspace:  {s['hcall_exits']} ({exits})",

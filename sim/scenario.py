@@ -5,6 +5,7 @@ ScenarioError naming the file, the [table] and key, and what was expected.
 """
 
 import dataclasses
+import math
 import os
 import tomllib
 
@@ -35,7 +36,13 @@ def check_writable(path: str, option: str) -> None:
         os.unlink(path)
 
 
-OUTCOMES = ("booted", "stalled", "failed")
+# sim.report.verdict: booted, stalled (a device never woke), failed (with a
+# reason), watchdog (the simulator's own bound on simulated time).
+OUTCOMES = ("booted", "stalled", "failed", "watchdog")
+VIRTQUEUE_MAX_SIZE = 1024   # include/hw/virtio/virtio.h
+# No single cost may exceed the simulator's watchdog span (sim.machine
+# WATCHDOG_S): one event costing more than the whole run could is a typo.
+MAX_COST_S = 3600.0
 # Figures an [expect] table may pin, with their types.
 EXPECT_KEYS = {
     "outcome": str, "hcalls_in_kernel": int, "hcall_exits": int, "ioeventfd_signals": int,
@@ -111,7 +118,7 @@ def release_defaults(qemu_version: tuple[int, int], overrides: dict | None = Non
     """What a scenario gets from its QEMU release when it does not say."""
     rel = qemu_releases.behaviour(qemu_version).replaced(overrides or {})
     return dict(enable_logical_ci=rel.enable_logical_ci, forward_userspace_kick=rel.userspace_kick != "handle_output",
-                emulate_ioeventfd=rel.emulate_ioeventfd, queue_size=rel.blk_queue_size)
+                emulate_ioeventfd=rel.emulate_ioeventfd, queue_size=rel.blk_queue_size, slof=rel.slof)
 
 
 def _version(path: str, where: str, text: str, table) -> tuple[int, int]:
@@ -202,8 +209,17 @@ def load(path: str) -> Scenario:
         raise ScenarioError(f"{path}: [device] iothread: an iothread needs ioeventfd (the dataplane is "
                             "woken only by its host notifier); expected ioeventfd = true")
     s.queue_size = d.get("queue_size", dflt["queue_size"])
-    if not 1 <= s.queue_size <= 1024 or s.queue_size & (s.queue_size - 1):
-        raise ScenarioError(f"{path}: [device] queue_size: expected a power of two up to 1024, got {s.queue_size}")
+    # hw/block/virtio-blk.c virtio_blk_device_realize refuses "invalid
+    # queue-size property (%u), must be > 2" (added with seg_max =
+    # queue_size - 2, "virtio: make seg_max virtqueue size dependent", 5.0)
+    # and "... must be a power of 2 (max %d)", VIRTQUEUE_MAX_SIZE 1024. The
+    # device model always has the 5.0 seg_max, so the > 2 rule always holds.
+    if s.queue_size <= 2:
+        raise ScenarioError(f"{path}: [device] queue_size: QEMU refuses queue-size {s.queue_size} "
+                            "(virtio_blk_device_realize: must be > 2); expected a power of two 4..1024")
+    if s.queue_size > VIRTQUEUE_MAX_SIZE or s.queue_size & (s.queue_size - 1):
+        raise ScenarioError(f"{path}: [device] queue_size: QEMU refuses queue-size {s.queue_size} "
+                            f"(must be a power of 2, max {VIRTQUEUE_MAX_SIZE}); expected a power of two 4..1024")
     s.ram_mib = m.get("ram_mib", s.ram_mib)
     s.kernel = m.get("kernel", s.kernel)
     if s.kernel not in ("disk", "direct"):
@@ -248,8 +264,9 @@ def load(path: str) -> Scenario:
                             f"device nodes; not modelled; expected a SLOF from 20150429 on")
     costs = data.get("costs", {})
     for key, v in costs.items():
-        if v < 0:
-            raise ScenarioError(f"{path}: [costs] {key}: expected a non-negative number of seconds, got {v}")
+        if not math.isfinite(v) or not 0 <= v <= MAX_COST_S:
+            raise ScenarioError(f"{path}: [costs] {key}: expected a finite number of seconds in "
+                                f"0..{MAX_COST_S:g}, got {v}")
     s.costs = Costs(**{key: float(v) for key, v in costs.items()})
     s.expect = data.get("expect", {})
     for key, v in s.expect.get("enable_cap", {}).items():

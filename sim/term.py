@@ -15,7 +15,7 @@ import sys
 
 _LAYER_STYLE = {"SLOF": "cyan", "KVM": "magenta", "QEMU": "yellow", "iothread": "green",
                 "qemu-main": "green"}
-_OUTCOME_STYLE = {"booted": "bold green", "stalled": "bold red", "failed": "bold red"}
+_OUTCOME_STYLE = {"booted": "bold green", "stalled": "bold red", "failed": "bold red", "watchdog": "bold yellow"}
 
 
 def wants_rich(stream=None, *, json: bool = False) -> bool:
@@ -75,7 +75,7 @@ def print_summary(con, s: dict, title: str = "slofsim summary") -> None:
     if s["timeouts"]:
         reqs += f", [red]{s['timeouts']} timed out[/]"
     t = _table("figure", ("value", "left"), title=title)
-    for k, v in (("outcome", _outcome(s["outcome"])),
+    for k, v in (("outcome", _outcome(s["outcome"]) + (f" ({_esc(s['reason'])})" if s.get("reason") else "")),
                  ("simulated time", f"{s['sim_time_us'] / 1e6:.6f} s"),
                  ("hcalls in kernel", str(s["hcalls_in_kernel"])),
                  ("exits to userspace", f"{s['hcall_exits']} ({_esc(exits)})"),

@@ -373,7 +373,8 @@ class _Result:
 
 
 def test_outcome_booted_means_the_kernel_stage_completed():
-    assert report.outcome(_Result({"stage": "kernel", "linux": {"ok": True}})) == "booted"
+    assert report.outcome(_Result({"stage": "kernel", "handed_off": True, "linux": {"ok": True}})) == "booted"
+    assert report.outcome(_Result({"stage": "kernel", "linux": {"ok": True}})) == "failed"   # no hand-off seen
     assert report.outcome(_Result({"stage": "kernel", "linux": {"ok": False}}, names=["linux_hung_task"])) \
         == "stalled"
     assert report.outcome(_Result({"stage": "kernel", "linux": {"ok": False}})) == "failed"
