@@ -11,7 +11,7 @@ from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK, PCI_VENDOR_ID_REDHAT_QUMR
 from sim.cpu import execute
 from firmware_model.slof.deblocker import Deblocker
 from firmware_model.slof.disk_label import DiskLabel
-from firmware_model.slof.elf import ElfError, entry_point, load as elf_load
+from firmware_model.slof.elf import GO_WORDS, BadExecutable, ClaimFailed, entry_point, load as elf_load
 from firmware_model.hvcall import HvCalls
 from firmware_model.rtas_pci import Phb, PciFunction
 from firmware_model.slof.virtio import setup_vd
@@ -32,6 +32,10 @@ WELCOME = ("No NVRAM common partition, re-initializing...\r\nScanning USB \r\n"
 PROMPT = ("\r\n\r\nE3407: Load failed\r\n\r\n"
           "  Type 'boot' and press return to continue booting the system.\r\n"
           "  Type 'reset-all' and press return to reboot the system.\r\n\r\n\r\nReady! \r\n0 > ")
+# `boot` (boot.fs): E3407 only when no device loaded anything; after a
+# loaded image failed at go time (E3403/E3406) load-next just runs out.
+PROMPT_AFTER_GO = PROMPT.replace("\r\nE3407: Load failed\r\n", "", 1)
+NO_GO = "\r\nE3403: Bad executable:   \r\n\r\nE3406: Client application returned an error.\r\n"
 
 
 class Slof:
@@ -51,6 +55,7 @@ class Slof:
         self.data = data
         self.phb = Phb(device_tree["phb"])
         self.disks: dict[str, tuple] = {}
+        self.client_program = None   # async (slof, kind, entry, segments, dev) -> result or None
         self.transports: dict[str, object] = {}
 
     def phase(self, name: str, **fields) -> None:
@@ -96,15 +101,19 @@ class Slof:
         kernel = self.dt.get("chosen", {}).get("qemu,boot-kernel")
         if kernel is not None:
             return await self.boot_from_memory(*kernel)
+        loaded = False
         for dev in self.dt["boot_list"]:
             await self.print(f"\r\nTrying to load:  from: {dev} ... ")
             if dev not in self.disks:
                 await self.print("\r\nE3405: No such device")
                 continue
             result = await self.load_from_disk(dev)
+            if result == "no-go":
+                loaded = True
+                continue
             if result is not None:
                 return result
-        await self.print(PROMPT)
+        await self.print(PROMPT_AFTER_GO if loaded else PROMPT)
         self.phase("forth prompt")
         return {"stage": "prompt"}
 
@@ -143,16 +152,26 @@ class Slof:
             return None
         self.phase("elf load", bytes=size)
         try:
-            kind, e_entry, copied = elf_load(self.cpu.ram, LOAD_BASE, size)
-        except ElfError as exc:
-            await fn.disable()
-            self.trace.emit("guest", "elf_error", code=exc.code, reason=str(exc))
-            await self.print(f"\r\nE3403: Bad executable:   {exc}" if exc.code else f"{exc}\r\n")
+            image = elf_load(self.cpu.ram, LOAD_BASE, size, self.data)
+        except BadExecutable as exc:
+            # load-elf-init leaves `go` as no-go; close-dev, then (go-and-catch).
+            self.trace.emit("guest", "elf_error", reason=exc.reason)
+            await self.print(exc.console)
+            await fn.disable()            # close-dev
+            await self.print(NO_GO)
+            self.phase("no-go", reason=exc.reason)
+            return "no-go"
+        except ClaimFailed as exc:
+            self.trace.emit("guest", "elf_error", reason=f"claim failed: {exc}")
+            await self.print(ClaimFailed.CONSOLE)
+            await fn.disable()            # close-dev
             return None
-        await self.cpu.compute(self.costs.slof_copy_per_byte * copied)
+        await self.cpu.compute(self.costs.slof_copy_per_byte * image.copied)
+        self.trace.emit("guest", "elf_loaded", go=GO_WORDS[image.kind], entry=image.entry,
+                        segments=len(image.segments), bytes=image.copied)
         await self.print("  Successfully loaded\r\n")
         await fn.disable()                # close-dev
-        return await self.start_kernel(kind, e_entry)
+        return await self.start_kernel(image.kind, image.entry, image.segments, dev)
 
     async def boot_from_memory(self, addr: int, size: int) -> dict:
         """QEMU -kernel: /chosen/qemu,boot-kernel = <addr size> names the
@@ -164,9 +183,20 @@ class Slof:
         # go-64 on a big-endian ELFv1 image: through its function descriptor
         return await self.start_kernel(2, addr)
 
-    async def start_kernel(self, kind: int, e_entry: int) -> dict:
-        """The hand-off: r2 = TOC, r3-r5 = 0, jump to the entry."""
-        nip, toc = entry_point(self.cpu.ram, kind, e_entry)
+    async def start_kernel(self, kind: int, e_entry: int, segments=(), dev=None) -> dict:
+        """The hand-off: r2 = TOC, r3-r5 = 0, jump to the entry. A loaded
+        program the machine models itself (GRUB) runs through `client_program`
+        with SLOF's client interface on the boot device."""
+        if self.client_program is not None and dev is not None:
+            result = await self.client_program(self, kind, e_entry, segments, dev)
+            if result is not None:
+                return result
+        target = entry_point(self.cpu.ram, kind, e_entry)
+        if target is None:
+            stop = f"data access outside RAM at 0x{e_entry:x} (function descriptor)"
+            self.trace.emit("guest", "guest_stop", reason=stop, nip=e_entry)
+            return {"stage": "kernel", "entry": e_entry, "stop": stop}
+        nip, toc = target
         self.phase("kernel", entry=nip)
         self.trace.emit("guest", "kernel_entry", e_entry=e_entry, nip=nip, toc=toc)
         cpu = self.cpu
