@@ -277,7 +277,7 @@ def cmd_mkdisk(args) -> int:
     from sim.mkdisk import write_disk
     try:
         write_disk(args.out, part_start=args.part_start, part_sectors=args.part_sectors,
-                   active=not args.no_active, size_mib=args.size_mib, gpt=args.gpt)
+                   active=not args.no_active, size_mib=args.size_mib, gpt=args.gpt, layout=args.layout)
     except ValueError as exc:
         raise ScenarioError(f"{args.out}: {exc}") from None
     except OSError as exc:
@@ -313,6 +313,9 @@ def main(argv=None) -> int:
     m.add_argument("--size-mib", type=int, default=16)
     m.add_argument("--no-active", action="store_true", help="clear the PReP partition's boot flag (MBR)")
     m.add_argument("--gpt", action="store_true", help="GPT (protective MBR, PReP type GUID) instead of MBR")
+    m.add_argument("--layout", choices=("prep", "grub"), default="prep",
+                   help="grub: PReP with a GRUB-format core image + ext2 with grub.cfg, kernel, initrd "
+                        "(needs mke2fs; --size-mib >= 8, default 16)")
     f = sub.add_parser("fuzz", help="a hostile guest against KVM, QEMU and the devices")
     f.add_argument("--seconds", type=float, default=10.0, help="wall-clock budget (default 10)")
     f.add_argument("--seed", type=int, default=0)

@@ -36,7 +36,7 @@ SCHEMA = {
     "machine": {"ram_mib": int, "kernel": str},
     "device": {"iothread": bool, "ioeventfd": bool, "queue_size": int},
     "disk": {"image": str, "writable": bool, "persist": bool, "part_sectors": int, "part_start": int,
-             "active": bool, "gpt": bool, "gpt_type": str, "size_mib": int},
+             "active": bool, "gpt": bool, "gpt_type": str, "size_mib": int, "layout": str},
     "firmware": {"virtio_timeout_ms": int, "max_prep_partition_blocks": int},
     "costs": {name: float for name in Costs.names()},
     "expect": EXPECT_KEYS,
@@ -172,7 +172,8 @@ def load(path: str) -> Scenario:
     s.disk_persist = disk.get("persist", False)
     if s.disk_persist and not s.disk_writable:
         raise ScenarioError(f"{path}: [disk] persist: needs writable = true")
-    s.mkdisk = {key: disk[key] for key in ("part_sectors", "part_start", "active", "gpt", "gpt_type", "size_mib")
+    s.mkdisk = {key: disk[key] for key in ("part_sectors", "part_start", "active", "gpt", "gpt_type", "size_mib",
+                                           "layout")
                 if key in disk}
     if s.mkdisk and image != "mkdisk":
         raise ScenarioError(f"{path}: [disk] {next(iter(s.mkdisk))}: only applies to image = \"mkdisk\"")
