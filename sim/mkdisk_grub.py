@@ -34,7 +34,6 @@ PREP_START = 2048
 PREP_SECTORS = 2048                   # 1 MiB (distributions make 4-8 MiB)
 CORE_ADDR = 0x200000                  # GRUB's link address on powerpc-ieee1275 (real core: 0x200000)
 MODULES = ("part_msdos", "part_gpt", "fshelp", "ext2", "normal", "elf", "linux", "echo", "boot")
-KERNEL_ADDR = 0x400000
 EPOCH = 1700000000
 FS_UUID = "5e1f5e1f-0000-4000-8000-00000000e2f5"
 GRUB_CFG = """set timeout=0
@@ -129,15 +128,14 @@ def ext2_image(files: dict[str, bytes], size_mib: int) -> bytes:
 
 
 def build_grub_disk(*, size_mib: int = 32, gpt: bool = False, disk_id: int = 0x5EA5C0DE,
-                    grub_cfg: str = GRUB_CFG, kernel: bytes | None = None, initrd: bytes | None = None) -> bytearray:
-    from sim.mkdisk import build_payload
+                    grub_cfg: str = GRUB_CFG, kernel: bytes = b"", initrd: bytes | None = None) -> bytearray:
+    """The disk; kernel is /boot/vmlinux (sim.mkdisk passes its payload)."""
     if not isinstance(size_mib, int) or isinstance(size_mib, bool) or not 8 <= size_mib <= 4096:
         raise ValueError(f"size_mib = {size_mib!r}: the grub layout takes 8..4096 MiB")
     sectors = size_mib * 2048
     p2 = PREP_START + PREP_SECTORS
     end = sectors - 34 if gpt else sectors                      # GPT: the backup array and header
     fs_sectors = (end - p2) // 8 * 8
-    kernel = build_payload(KERNEL_ADDR, descriptor=False) if kernel is None else kernel
     initrd = initrd_image() if initrd is None else initrd
     fs = ext2_image({"boot/grub/grub.cfg": grub_cfg.encode(), "boot/vmlinux": kernel,
                      "boot/initrd.img": initrd}, fs_sectors // 2048 or 1)

@@ -25,6 +25,8 @@ EXPECT_KEYS = {
     "kernel_stage": str, "kernel_notifies": int, "kernel_notifies_in_kernel": int, "kernel_notify_exits": int,
     "kernel_mmio_exits": int, "kernel_ioeventfd_signals": int, "kernel_interrupts": int,
     "kernel_irqfd_interrupts": int, "kernel_requests_completed": int,
+    # GRUB (sim.report.grub_stage): "not reached", "kernel" or "prompt: <reason>"
+    "grub_ended": str, "grub_disk_reads": int, "grub_bytes_loaded": int,
 }
 
 SCHEMA = {
