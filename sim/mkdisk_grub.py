@@ -128,27 +128,35 @@ def ext2_image(files: dict[str, bytes], size_mib: int) -> bytes:
 
 
 def build_grub_disk(*, size_mib: int = 32, gpt: bool = False, disk_id: int = 0x5EA5C0DE,
-                    grub_cfg: str = GRUB_CFG, kernel: bytes = b"", initrd: bytes | None = None) -> bytearray:
-    """The disk; kernel is /boot/vmlinux (sim.mkdisk passes its payload)."""
+                    grub_cfg: str = GRUB_CFG, kernel: bytes = b"", initrd: bytes | None = None,
+                    files: dict[str, bytes] | None = None, core: bytes | None = None,
+                    prep_sectors: int = PREP_SECTORS) -> bytearray:
+    """The disk. kernel is /boot/vmlinux (sim.mkdisk passes its payload);
+    files replaces the whole ext2 content, core the GRUB-format image (a
+    test passes grub-mkimage's real one)."""
     if not isinstance(size_mib, int) or isinstance(size_mib, bool) or not 8 <= size_mib <= 4096:
         raise ValueError(f"size_mib = {size_mib!r}: the grub layout takes 8..4096 MiB")
     sectors = size_mib * 2048
-    p2 = PREP_START + PREP_SECTORS
+    p2 = PREP_START + prep_sectors
     end = sectors - 34 if gpt else sectors                      # GPT: the backup array and header
     fs_sectors = (end - p2) // 8 * 8
-    initrd = initrd_image() if initrd is None else initrd
-    fs = ext2_image({"boot/grub/grub.cfg": grub_cfg.encode(), "boot/vmlinux": kernel,
-                     "boot/initrd.img": initrd}, fs_sectors // 2048 or 1)
+    if files is None:
+        files = {"boot/grub/grub.cfg": grub_cfg.encode(), "boot/vmlinux": kernel,
+                 "boot/initrd.img": initrd_image() if initrd is None else initrd}
+    fs = ext2_image(files, fs_sectors // 2048 or 1)
     if len(fs) > fs_sectors * 512:
         raise ValueError(f"size_mib = {size_mib}: too small for the ext2 partition")
-    core = core_image(f"(ieee1275/disk,{'gpt' if gpt else 'msdos'}2)/boot/grub")
+    if core is None:
+        core = core_image(f"(ieee1275/disk,{'gpt' if gpt else 'msdos'}2)/boot/grub")
+    if len(core) > prep_sectors * 512:
+        raise ValueError(f"the core image ({len(core)} bytes) does not fit in the PReP partition")
     img = bytearray(sectors * 512)
     if gpt:
         _gpt(img, sectors, [(G.PREP, PREP_START, p2 - 1, "PReP"), (G.LINUX_FS, p2, p2 + fs_sectors - 1, "root")],
              disk_id)
     else:
         ent = [dict(boot_indicator=M.BOOT_ACTIVE, chs_start=b"\xfe\xff\xff", type=M.PART_TYPE_PREP,
-                    chs_end=b"\xfe\xff\xff", lba_start=PREP_START, sectors=PREP_SECTORS),
+                    chs_end=b"\xfe\xff\xff", lba_start=PREP_START, sectors=prep_sectors),
                dict(boot_indicator=0, chs_start=b"\xfe\xff\xff", type=0x83, chs_end=b"\xfe\xff\xff",
                     lba_start=p2, sectors=fs_sectors)]
         empty = dict(boot_indicator=0, chs_start=bytes(3), type=0, chs_end=bytes(3), lba_start=0, sectors=0)

@@ -1,0 +1,200 @@
+"""GRUB in PReP (issue 10): the core image, the GRUB model behind SLOF's
+client interface, the stage split, and -- where Debian's GRUB packages are
+at hand -- a real core image whose block requests equal real QEMU's."""
+
+import csv
+import dataclasses
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from firmware_model.grub import core_image as find_core, modname
+from sim import machine
+from sim.mkdisk import build_payload
+from sim.mkdisk_grub import GRUB_CFG, MODULES, build_grub_disk, core_image, module_object
+from sim.ram import GuestRAM
+from sim.report import outcome, phases, summary
+from sim.scenario import load
+
+HERE = Path(__file__).parent
+SCENARIOS = HERE.parent / "scenarios"
+DATA = HERE / "data" / "real-grub"
+needs_mke2fs = pytest.mark.skipif(not (shutil.which("mke2fs") or os.path.exists("/sbin/mke2fs")),
+                                  reason="mke2fs (e2fsprogs) not installed")
+
+
+def boot(tmp_path, disk: bytes, scenario="dataplane-fixed", **costs):
+    path = tmp_path / "disk.img"
+    path.write_bytes(disk)
+    scn = load(str(SCENARIOS / f"{scenario}.toml"))
+    if costs:
+        scn.costs = dataclasses.replace(scn.costs, **costs)
+    return machine.run(scn, str(path))
+
+
+def requests(result):
+    return [(e.fields["sector"], e.fields["count"]) for e in result.trace.named("virtio_blk_submit")]
+
+
+def test_module_object_names_itself():
+    assert modname(module_object("ext2")) == "ext2"
+    assert modname(b"\x7fELF" + bytes(60)) is None
+
+
+def test_core_image_recognised_by_module_area():
+    img = core_image("(ieee1275/disk,msdos2)/boot/grub")
+    ram = GuestRAM(8 << 20)
+    # place the segments as SLOF's loader would (second PT_LOAD: the module area)
+    from sim.abi import elf as E
+    eh_t, ph_t, _ = E.elf32(True)
+    eh = eh_t.parse(img)
+    segs = []
+    for i in range(eh.e_phnum):
+        ph = ph_t.parse(img[eh.e_phoff + i * ph_t.sizeof():])
+        ram.write(ph.p_paddr, img[ph.p_offset:ph.p_offset + ph.p_filesz])
+        segs.append((ph.p_paddr, ph.p_memsz))
+    core = find_core(ram, segs)
+    assert core.prefix == "(ieee1275/disk,msdos2)/boot/grub"
+    assert core.modules == list(MODULES)
+    ram.write(segs[1][0], b"gmiX")              # no magic: not GRUB
+    assert find_core(ram, segs) is None
+
+
+@needs_mke2fs
+@pytest.mark.parametrize("gpt", [False, True])
+def test_grub_boots_a_built_disk(tmp_path, gpt):
+    r = boot(tmp_path, build_grub_disk(size_mib=16, gpt=gpt, kernel=build_payload(0x400000, descriptor=False)))
+    s = summary(r)
+    assert outcome(r) == "booted"
+    g = s["grub"]
+    assert g["prefix"] == f"(ieee1275/disk,{'gpt' if gpt else 'msdos'}2)/boot/grub"
+    assert g["config_lines"] == [line for line in GRUB_CFG.splitlines()]
+    assert [f["path"] for f in g["files"]] == ["/boot/vmlinux", "/boot/initrd.img"]
+    assert g["ended"] == "kernel" and s["kernel_stage"] == "done"
+    text = r.console.text()
+    assert text.index("Successfully loaded") < text.index("Welcome to GRUB!") < text.index("GRUB-CFG-OK") \
+        < text.index("KERNEL-ENTRY-OK")
+    # the stage split: SLOF's load, the hand-off, GRUB, the kernel, its virtio-blk I/O
+    names = [p["name"] for p in phases(r)]
+    order = ["load prep partition", "elf load", "hand-off", "grub", "grub normal", "grub.cfg", "kernel",
+             "kernel virtio-blk"]
+    assert [n for n in names if n in order] == order
+    # every GRUB read is SLOF's 64-sector request, and the initrd went to RAM intact
+    grub_reqs = requests(r)[-g["disk_reads"]:]
+    assert all(n == 64 for _, n in grub_reqs)
+    from sim.mkdisk_grub import initrd_image
+    f = g["files"][1]
+    addr = next(e.fields["addr"] for e in r.trace.named("grub_file_loaded") if e.fields["path"] == f["path"])
+    assert r.machine.ram.read(addr, f["bytes"]) == initrd_image()
+
+
+@needs_mke2fs
+def test_unknown_command_reported_by_name_and_prompt_is_failed(tmp_path):
+    cfg = "echo before\nsearch --set=root --label root\necho after\n"
+    r = boot(tmp_path, build_grub_disk(size_mib=16, grub_cfg=cfg, kernel=build_payload(0x400000, descriptor=False)))
+    s = summary(r)
+    assert s["grub"]["unknown_commands"] == ["search"]
+    assert "error: can't find command `search'." in r.console.text()
+    assert s["grub"]["config_lines"] == ["echo before", "echo after"]
+    assert outcome(r) == "failed"
+    assert s["grub_ended"] == "prompt: grub.cfg ended without booting a kernel"
+    assert s["kernel_stage"] == "not reached"
+    assert r.console.text().endswith("grub> ")
+
+
+@needs_mke2fs
+def test_missing_kernel_file_is_grubs_error(tmp_path):
+    cfg = "linux /boot/nope\nboot\n"
+    r = boot(tmp_path, build_grub_disk(size_mib=16, grub_cfg=cfg, kernel=build_payload(0x400000, descriptor=False)))
+    assert "error: file `/boot/nope' not found." in r.console.text()
+    assert "error: you need to load the kernel first." in r.console.text()
+    assert outcome(r) == "failed"
+
+
+@needs_mke2fs
+def test_cache_timeout_rereads_sector_0(tmp_path):
+    """grub_disk_open compares `milliseconds` with grub_last_time (0 at
+    start) *after* the first partition probe: a SLOF that ran > 2 s drops
+    that chunk, and the next open reads sector 0 again."""
+    disk = build_grub_disk(size_mib=16, kernel=build_payload(0x400000, descriptor=False))
+    fast = boot(tmp_path, disk)
+    slow = boot(tmp_path, disk, slof_startup=12.0)
+    assert len(slow.trace.named("grub_cache_invalidate")) == 1
+    assert not fast.trace.named("grub_cache_invalidate")
+    f, s = summary(fast)["grub_disk_reads"], summary(slow)["grub_disk_reads"]
+    assert s == f + 1
+    g = requests(slow)[-s:]
+    assert g[0] == (0, 64) and g[1:].count((0, 64)) == 1
+
+
+@needs_mke2fs
+def test_grub_reads_exit_to_qemu_on_an_old_kernel(tmp_path):
+    """Old kernel, no iothread: GRUB's reads are notifies through QEMU."""
+    r = boot(tmp_path, build_grub_disk(size_mib=16, kernel=build_payload(0x400000, descriptor=False)),
+             scenario="grub-no-iothread-old-kernel")
+    s = summary(r)
+    assert s["grub_disk_reads"] > 0 and s["notifies_in_kernel"] == 0 and outcome(r) == "booted"
+
+
+# --- real GRUB (Debian's grub-mkimage) ----------------------------------------
+
+DEBS = ("grub-common_2.06-13+deb12u2_amd64.deb", "grub-ieee1275-bin_2.06-13+deb12u2_ppc64el.deb")
+GRUB_MODULES = ["part_msdos", "part_gpt", "ext2", "normal", "linux", "echo", "configfile", "boot", "ls", "cat",
+                "sleep", "halt"]
+REF_CFG = "set timeout=0\nset pager=0\necho GRUB-CFG-OK\n"
+
+
+def _deb_dir():
+    for d in (os.environ.get("SLOFSIM_DEBS"), "/var/cache/apt/archives"):
+        if d and all((Path(d) / n).exists() for n in DEBS):
+            return Path(d)
+    return None
+
+
+@pytest.fixture(scope="module")
+def real_core(tmp_path_factory):
+    d = _deb_dir()
+    if d is None or not shutil.which("dpkg-deb") or not (shutil.which("mke2fs") or os.path.exists("/sbin/mke2fs")):
+        pytest.skip("Debian's grub-common and grub-ieee1275-bin 2.06-13+deb12u2 .debs not found "
+                    "(set SLOFSIM_DEBS; see README), or dpkg-deb/mke2fs missing")
+    work = tmp_path_factory.mktemp("grub")
+    for n in DEBS:
+        subprocess.run(["dpkg-deb", "-x", str(d / n), str(work / n.split("_")[0])], check=True)
+    mkimage = work / "grub-common" / "usr/bin/grub-mkimage"
+    moddir = work / "grub-ieee1275-bin" / "usr/lib/grub/powerpc-ieee1275"
+
+    def build(label):
+        out = work / f"core-{label}.elf"
+        subprocess.run([str(mkimage), "-O", "powerpc-ieee1275", "-d", str(moddir), "-o", str(out),
+                        "-p", f"(ieee1275/disk,{label}2)/boot/grub", *GRUB_MODULES], check=True)
+        return out.read_bytes()
+    return {"msdos": build("msdos"), "gpt": build("gpt")}
+
+
+@pytest.mark.parametrize("name", ["grub-mbr", "grub-gpt"])
+def test_real_grub_requests_equal_the_reference(tmp_path, real_core, name):
+    """real-grub/: the same disk on QEMU 7.2 TCG + SLOF 20220719. SLOF had run
+    12.9 s (TCG) when GRUB first opened the disk, so the model runs with
+    slof_startup = 12 s: the cache timeout then fires as it did there."""
+    gpt = name == "grub-gpt"
+    disk = build_grub_disk(size_mib=32, gpt=gpt, core=real_core["gpt" if gpt else "msdos"], prep_sectors=16384,
+                           files={"boot/grub/grub.cfg": REF_CFG.encode()})
+    r = boot(tmp_path, disk, slof_startup=12.0)
+    ref = [(int(x["sector"]), int(x["nsectors"])) for x in csv.DictReader(open(DATA / f"{name}_requests.csv"))
+           if x["stage"] in ("slof", "loaded")]
+    assert requests(r) == ref
+    core = summary(r)["grub"]
+    assert core["config_lines"] == REF_CFG.splitlines() and core["ended"].startswith("prompt")
+    assert "GRUB-CFG-OK" in r.console.text()
+    # GRUB's opens and closes of the disk node: pci-device enable (E) / disable (D), as measured
+    seq, on = [], False
+    for e in r.trace.events:
+        on = on or (e.name == "phase" and e.fields.get("name") == "elf load")
+        if on and e.name == "pci_cfg_write" and (e.fields["reg"] & 0xFF) == 4 and e.fields["value"] & 0xFF in (0, 4):
+            seq.append("D" if e.fields["value"] & 0xFF == 0 else "E")
+        elif on and e.name == "virtio_blk_submit":
+            seq.append("R")
+    assert " ".join(seq) == "D E D E R R R R D E D E R D E D E D E"
