@@ -149,3 +149,27 @@ def test_consoles_match_real_slof():
         assert "E3403" not in text and "E3407: Load failed" in text
     assert NO_GO.startswith("\r\nE3403: Bad executable:   \r\n\r\nE3406: ")
     assert "E3407" not in PROMPT_AFTER_GO
+
+
+def test_kernel_prep_console_matches_real_slof(tmp_path):
+    """A raw ppc64le vmlinux in PReP (p_vaddr 0xc000000000000000, p_paddr 0):
+    real SLOF's console from `Trying to load` to the prompt, line for line
+    (kernel-prep_console.txt keeps no trailing blanks)."""
+    from sim import machine
+    from sim.mkdisk import build_disk
+    from sim.scenario import load as load_scn
+    vm = image(bits=64, big=False, e_machine=E.EM_PPC64, e_entry=0xC000000000000000,
+               phdrs=[dict(p_vaddr=0xC000000000000000, p_paddr=0, p_filesz=4, p_memsz=4)], body=b"WXYZ")
+    path = tmp_path / "kernel-prep.img"
+    path.write_bytes(build_disk(payload=vm))
+    r = machine.run(load_scn(str(Path(__file__).parent.parent / "scenarios" / "dataplane-fixed.toml")), str(path))
+    got = r.console.text()
+    got = got[got.index("Trying to load"):].split("\n")
+    ref = (DATA / "kernel-prep_console.txt").read_text().splitlines()
+    ref = [line[10:] for line in ref]                   # "%9.3f " time column
+    ref = ref[next(i for i, line in enumerate(ref) if line.startswith("Trying to load")):]
+    ref = ref[:next(i for i, line in enumerate(ref) if line.startswith("0 >")) + 1]
+    ref[-1] = "0 > "
+    assert [line.rstrip() for line in got] == [line.rstrip() for line in ref]
+    assert "E3407" not in r.console.text()
+    assert r.guest_result["stage"] == "prompt"
