@@ -121,13 +121,15 @@ def cmd_explain(args) -> int:
     with term.progress(con, None, f"booting {args.scenario}"):
         result = _run_one(scenario_path(args.scenario), args.disk)
     s = report.summary(result)
-    which = "the first request that did not complete" if s["first_stalled_request"] is not None \
-        else "a typical request"
+    grub = getattr(args, "grub", False)
+    which = "GRUB's first disk read" if grub else "the first request that did not complete" \
+        if s["first_stalled_request"] is not None else "a typical request"
     if con is None:
         print(f"{result.scenario.name}: {s['outcome']}. The causal chain of {which}:")
-        print(format_diagnosis(report.diagnose(result)))
+        print(format_diagnosis(report.diagnose(result, grub=grub) or [
+            {"t_us": 0, "layer": "-", "function": "-", "text": "GRUB did not run"}]))
     else:
-        term.print_diagnosis(con, report.diagnose(result), title=f"{result.scenario.name}: {s['outcome']}. "
+        term.print_diagnosis(con, report.diagnose(result, grub=grub), title=f"{result.scenario.name}: {s['outcome']}. "
                              f"The causal chain of {which}:")
     return EXIT_OK
 
@@ -297,6 +299,7 @@ def main(argv=None) -> int:
     e = sub.add_parser("explain", help="the causal chain of one request, from the trace")
     e.add_argument("scenario")
     e.add_argument("--disk")
+    e.add_argument("--grub", action="store_true", help="GRUB's first read through SLOF's client interface")
     cp = sub.add_parser("compare", help="two scenarios' figures side by side")
     cp.add_argument("a")
     cp.add_argument("b")

@@ -198,3 +198,16 @@ def test_real_grub_requests_equal_the_reference(tmp_path, real_core, name):
         elif on and e.name == "virtio_blk_submit":
             seq.append("R")
     assert " ".join(seq) == "D E D E R R R R D E D E R D E D E D E"
+
+
+@needs_mke2fs
+def test_explain_one_grub_read(tmp_path):
+    """explain --grub: GRUB's cache miss, the client-interface read, SLOF's
+    request and notify, the in-kernel H_LOGICAL_CI_STORE and the ioeventfd."""
+    from sim.diagnosis import diagnose
+    r = boot(tmp_path, build_grub_disk(size_mib=16, kernel=build_payload(0x400000, descriptor=False)))
+    steps = diagnose(r, grub=True)
+    funcs = [s["function"] for s in steps]
+    assert funcs[:4] == ["grub_disk_read_small", "grub_ieee1275_read", "virtioblk_transfer", "virtio_queue_notify"]
+    assert "ioeventfd_write" in funcs and funcs[-1] == "virtio_blk_req_complete"
+    assert "read sector 0 x64" in steps[2]["text"]
