@@ -186,7 +186,7 @@ def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int 
     if layout == "grub":
         from sim.mkdisk_grub import build_grub_disk
         return build_grub_disk(size_mib=size_mib, gpt=gpt, disk_id=disk_id,
-                               kernel=payload or build_payload(0x400000, descriptor=False))
+                               kernel=payload or build_payload(0x2000000, descriptor=False))
     if layout != "prep":
         raise ValueError(f"layout = {layout!r}: expected \"prep\" or \"grub\"")
     _check_int("size_mib", size_mib, 1, 1 << 20)

@@ -26,7 +26,13 @@ from sim.cpu import execute
 from firmware_model.grub.disk import DiskError, OfDisk
 from firmware_model.grub.ext2 import Ext2, FsError
 
-GRUB_BUFFER = 0x3000000            # ASSUMPTION: a 1 MiB read buffer in GRUB's claimed heap (48 MiB)
+# GRUB's heap (kern/ieee1275/init.c grub_claim_heap) ends at 32 MiB here: the real
+# grub-linux run loaded vmlinux (p_paddr 0) at 0x2000000 ("Booting Linux via __start()
+# @ 0x0000000002000000") and the initrd right after it (prom_init's alloc_bottom
+# 0x4ca0000 = 0x4a00000 + 2740224 rounded up). ASSUMPTION: that end, and the 1 MiB read
+# buffer inside the heap, hold for every RAM size.
+HEAP_END = 0x2000000
+GRUB_BUFFER = HEAP_END - 0x100000
 ELF64_LOADMASK = 0xC000000000000000
 LINUX_PAD = 0x100000               # grub_linux_load64: "the kernel scribbles over memory beyond"
 CIF_ENTRY = 0x00000000_0E000000    # ASSUMPTION: r5, SLOF's client entry (the model calls it by name)
@@ -280,14 +286,17 @@ class Grub:
         mask = ELF64_LOADMASK if ident.ei_class == E.ELFCLASS64 else 0
         base = min(p.p_paddr for p in loads) & ~mask
         top = max((p.p_paddr & ~mask) + p.p_memsz for p in loads)
+        align = max([p.p_align for p in loads if p.p_align] or [1])
         size = top - base + LINUX_PAD
-        if base + size > self.cif.slof.data:
+        # grub_linux_claimmap_iterate: the first free range at or above base
+        seg = base if base >= HEAP_END else (HEAP_END + align - 1) // align * align
+        if seg + size > self.cif.slof.data:
             raise GrubError("couldn't claim memory")
         for p in loads:                                      # grub_elf64_load: seek, read, zero the rest
-            dest = p.p_paddr & ~mask
+            dest = seg - base + (p.p_paddr & ~mask)
             await self._load(fs, node, path, dest, p.p_filesz, pos=p.p_offset)
             self.ram.write(dest + p.p_filesz, bytes(max(0, p.p_memsz - p.p_filesz)))
-        return eh.e_entry & ~mask, base, size
+        return seg + (eh.e_entry & ~mask) - base, seg, size
 
     async def prompt(self, reason: str) -> dict:
         self.phase("grub prompt", reason=reason)
