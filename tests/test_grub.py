@@ -253,3 +253,40 @@ def test_real_grub_linux_disk_equals_the_reference(tmp_path):
     g = summary(r)["grub"]
     assert [f["path"] for f in g["files"]] == ["/boot/vmlinux", "/boot/initrd.img"]
     assert g["ended"] == "kernel" and r.guest_result["entry"] == 0x2000000
+
+
+@needs_mke2fs
+def test_script_keywords_and_disk_modules_stop_honestly(tmp_path):
+    """GRUB script syntax and commands whose module GRUB would load from the
+    disk (command.lst) end the run at the prompt, named, never as a
+    made-up GRUB error."""
+    from sim.mkdisk_grub import initrd_image
+    kernel = build_payload(0x2000000, descriptor=False)
+    files = {"boot/grub/grub.cfg": b"if [ -s $prefix/grubenv ]; then\n  load_env\nfi\n",
+             "boot/vmlinux": kernel, "boot/initrd.img": initrd_image(4096)}
+    r = boot(tmp_path, build_grub_disk(size_mib=16, files=files))
+    assert summary(r)["grub_ended"] == "prompt: grub.cfg uses GRUB script `if', which is not modelled"
+    files["boot/grub/grub.cfg"] = b"search --no-floppy --set=root --fs-uuid 1234\n"
+    files["boot/grub/command.lst"] = b"*search: search\necho: echo\n"
+    r = boot(tmp_path, build_grub_disk(size_mib=16, files=files))
+    assert summary(r)["grub_ended"].startswith("prompt: grub.cfg command `search' needs module search")
+    assert "can't find command" not in r.console.text()
+
+
+@needs_mke2fs
+def test_corrupted_grub_disks_end_without_host_exceptions(tmp_path):
+    """Seeded corruption of the partition table, the core image's module
+    area and the ext2 metadata: every run ends with an outcome."""
+    import random
+    base = bytes(build_grub_disk(size_mib=8, kernel=build_payload(0x2000000, descriptor=False)))
+    fs = (2048 + 2048) * 512
+    regions = [(0x1BE, 0x40), (2048 * 512 + 52, 0x200), (fs + 1024, 0x100), (fs + 4096, 0x40),
+               (fs + 5 * 4096, 0x800)]
+    rnd = random.Random(10)
+    for case in range(10):
+        img = bytearray(base)
+        start, n = regions[case % len(regions)]
+        for _ in range(8):
+            img[start + rnd.randrange(n)] = rnd.randrange(256)
+        r = boot(tmp_path, bytes(img))
+        assert outcome(r) in ("booted", "failed", "stalled")

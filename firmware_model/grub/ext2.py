@@ -21,13 +21,15 @@ import construct as c
 
 from sim.abi import ext2 as X
 
-MAX_SYMLINKS = 8                    # fshelp's GRUB_FSHELP_... nesting limit
-MAX_DIR_BYTES = 1 << 20             # model limit on one directory's size
-MAX_NAME = 255
+MAX_DIR_BYTES = 256 << 10          # model limit on one directory's size (GRUB has none)
 
 
 class FsError(Exception):
     """grub_error(GRUB_ERR_BAD_FS / FILE_NOT_FOUND ...): GRUB's message."""
+
+
+class NotModelled(Exception):
+    """Something GRUB does that the model does not (a symlink on the path)."""
 
 
 class Ext2:
@@ -141,13 +143,17 @@ class Ext2:
         """fshelp find_file from the root: the inode, or FsError "file `..' not found"."""
         node = self.root
         parts = [p for p in path.split("/") if p]
-        for n, name in enumerate(parts):
+        for name in parts:
+            if node.mode & X.S_IFMT == X.S_IFLNK:
+                raise NotModelled(f"`{path}' goes through a symlink: following symlinks is not modelled")
             if node.mode & X.S_IFMT != X.S_IFDIR:
                 raise FsError("not a directory")
             ino = await self._find_in_dir(node, name)
             if ino is None:
                 raise FsError(f"file `{path}' not found")
             node = await self.read_inode(ino)
+        if node.mode & X.S_IFMT == X.S_IFLNK:
+            raise NotModelled(f"`{path}' is a symlink: following symlinks is not modelled")
         if node.mode & X.S_IFMT == X.S_IFDIR:
             raise FsError("not a regular file")
         return node
@@ -158,7 +164,10 @@ class Ext2:
         fpos = 0
         want = name.encode()
         while fpos < size:
-            d = X.dirent.parse(await self.read_file(node, fpos, X.dirent.sizeof()))
+            raw = await self.read_file(node, fpos, X.dirent.sizeof())
+            if len(raw) < X.dirent.sizeof():
+                break
+            d = X.dirent.parse(raw)
             if d.rec_len < X.dirent.sizeof():
                 raise FsError("corrupted directory")     # 2.06 stops on a zero rec_len
             if d.inode and d.namelen:

@@ -24,7 +24,7 @@ import construct as c
 from sim.abi import elf as E
 from sim.cpu import execute
 from firmware_model.grub.disk import DiskError, OfDisk
-from firmware_model.grub.ext2 import Ext2, FsError
+from firmware_model.grub.ext2 import Ext2, FsError, NotModelled
 
 # GRUB's heap (kern/ieee1275/init.c grub_claim_heap) ends at 32 MiB here: the real
 # grub-linux run loaded vmlinux (p_paddr 0) at 0x2000000 ("Booting Linux via __start()
@@ -42,6 +42,9 @@ MODULE_COMMANDS = {"echo": {"echo"}, "linux": {"linux", "initrd"}, "boot": {"boo
                    "configfile": {"configfile", "source"}, "cat": {"cat"}, "sleep": {"sleep"},
                    "halt": {"halt"}, "normal": {"normal", "menuentry", "submenu"}}
 MODELLED = {"set", "unset", "insmod", "echo", "linux", "initrd", "boot"}
+# GRUB script syntax (script/parser.y, lexer): the model runs plain command lines only.
+KEYWORDS = {"if", "then", "else", "elif", "fi", "for", "in", "do", "done", "while", "until", "function",
+            "{", "}", "[", "!", "menuentry", "submenu"}
 MAX_CFG = 1 << 20                  # model limit on grub.cfg's size
 
 
@@ -73,6 +76,7 @@ class Grub:
         self.commands = set(CORE_COMMANDS)
         for m in image.modules:
             self.commands |= MODULE_COMMANDS.get(m, set())
+        self.autoload: dict[str, str] = {}          # command.lst: command -> module on disk
         self.followed: list[str] = []
         self.files: list[dict] = []
         self.kernel = None
@@ -89,6 +93,12 @@ class Grub:
                     files=self.files, requests=len(self.of.reads), **more)
 
     async def main(self) -> dict:
+        try:
+            return await self._main()
+        except NotModelled as exc:
+            return await self.prompt(str(exc))
+
+    async def _main(self) -> dict:
         self.phase("grub", prefix=self.image.prefix, modules=len(self.image.modules))
         self.trace.emit("guest", "grub_start", prefix=self.image.prefix, modules=",".join(self.image.modules))
         await self.print("Welcome to GRUB!\n\n")
@@ -102,9 +112,14 @@ class Grub:
         self.phase("grub normal", config=f"{self.image.prefix}/grub.cfg")
         for lst in LISTS:                           # read_lists: absent files are ignored
             try:
-                await self.read_file(f"{path.rstrip('/')}/{lst}")
+                text = await self.read_file(f"{path.rstrip('/')}/{lst}")
             except (DiskError, FsError):
-                pass
+                continue
+            if lst == "command.lst":                # "[*]name: module" per line (normal/autofs.c)
+                for line in text.decode("latin-1").splitlines():
+                    name, _, mod = line.partition(":")
+                    if mod.strip():
+                        self.autoload[name.lstrip("*").strip()] = mod.strip()
         try:
             cfg = await self.read_file(f"{path.rstrip('/')}/grub.cfg")
         except (DiskError, FsError) as exc:
@@ -164,9 +179,18 @@ class Grub:
             except ValueError:
                 await self.print(f"error: syntax error.\n")
                 continue
+            if not words:
+                continue
             cmd, args = words[0], words[1:]
             if "=" in cmd and not args:             # name=value is `set`
                 cmd, args = "set", [cmd]
+            if cmd in KEYWORDS:
+                self.trace.emit("guest", "grub_unmodelled_command", command=cmd)
+                return await self.prompt(f"grub.cfg uses GRUB script `{cmd}', which is not modelled")
+            if cmd not in self.commands and cmd in self.autoload:
+                self.trace.emit("guest", "grub_unmodelled_command", command=cmd)
+                return await self.prompt(f"grub.cfg command `{cmd}' needs module {self.autoload[cmd]} from "
+                                         "the disk: loading modules is not modelled")
             if cmd not in self.commands:
                 self.trace.emit("guest", "grub_unknown_command", command=cmd)
                 await self.print(f"error: can't find command `{cmd}'.\n")

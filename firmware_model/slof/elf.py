@@ -20,7 +20,10 @@ use!", the ABORT reaches init-program's CATCH as E3402 and nothing counts as
 loaded (measured on QEMU 7.2 + SLOF 20220719, tests/data/real-grub/elf-*).
 A segment source past the end of RAM reads as zeros (QEMU's unassigned
 memory), as a program header outside RAM gives type 0: model choices, named
-in the trace.
+in the trace. Bounds: e_phnum and e_phentsize are 16-bit, so at most 65536
+headers are read; every copy and bss lies inside a claim that ends at or
+below claim_limit, so no guest field can make the host allocate more than
+guest RAM.
 """
 
 from sim.abi.elf import (
