@@ -290,3 +290,22 @@ def test_corrupted_grub_disks_end_without_host_exceptions(tmp_path):
             img[start + rnd.randrange(n)] = rnd.randrange(256)
         r = boot(tmp_path, bytes(img))
         assert outcome(r) in ("booted", "failed", "stalled")
+
+
+@pytest.mark.parametrize("name", ["grub-mbr", "grub-gpt"])
+def test_real_grub_register_accesses_equal_the_reference(tmp_path, real_core, name):
+    """QEMU 7.2's settings without ioeventfd (as measured): every BAR access of
+    SLOF and of GRUB's reads through it (1071 / 1099), values included."""
+    from tests.conftest import QEMU72
+    from tests.test_reference import _meant
+    gpt = name == "grub-gpt"
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(build_grub_disk(size_mib=32, gpt=gpt, core=real_core["gpt" if gpt else "msdos"],
+                                     prep_sectors=16384, files={"boot/grub/grub.cfg": REF_CFG.encode()}))
+    text = QEMU72.format(kernel="4.1", qemu_extra="", iothread="false", ioeventfd="false", image=str(disk))
+    scn = tmp_path / "s.toml"
+    scn.write_text(text.replace("writable = true", "writable = false") + "[costs]\nslof_startup = 12.0\n")
+    r = machine.run(load(str(scn)))
+    want = [_meant(row) for row in csv.DictReader(open(DATA / f"{name}_regs.csv")) if row["stage"] in ("slof", "loaded")]
+    from sim.report import register_accesses
+    assert register_accesses(r) == want
