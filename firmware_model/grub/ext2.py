@@ -17,8 +17,6 @@ client-interface calls) and on mke2fs-made ext2 (no extents, 4 KiB blocks)
 its root `opendir()` came back empty and "boot/grub/grub.cfg" was not found.
 """
 
-import construct as c
-
 from sim.abi import ext2 as X
 
 MAX_DIR_BYTES = 256 << 10          # model limit on one directory's size (GRUB has none)
@@ -69,7 +67,7 @@ class Ext2:
         """grub_ext2_read_block."""
         if node.flags & X.EXT4_EXTENTS_FL:
             return await self._extent_block(node.block, fileblock)
-        ptrs = c.Array(15, c.Int32ul).parse(node.block)
+        ptrs = X.block_map.parse(node.block)
         if fileblock < 12:
             return ptrs[fileblock]
         q = self.block_size // 4

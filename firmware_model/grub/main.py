@@ -200,7 +200,6 @@ class Grub:
                 return await self.prompt(f"grub.cfg command `{cmd}' is not modelled")
             self.followed.append(line)
             self.trace.emit("guest", "grub_command", line=line)
-            await self.cpu.compute(self.costs.slof_client_call)
             result = await getattr(self, "cmd_" + cmd)(args)
             if result is not None:
                 return result

@@ -44,6 +44,8 @@ inode = c.Struct(
 )
 INODE_SIZE = inode.sizeof()      # 108: what fs/ext2.c reads of an inode
 
+block_map = c.Array(15, c.Int32ul)   # inode.block without extents: 12 direct, indirect, double, triple
+
 dirent = c.Struct("inode" / c.Int32ul, "rec_len" / c.Int16ul, "namelen" / c.Int8ul, "filetype" / c.Int8ul)
 
 extent_header = c.Struct("magic" / c.Int16ul, "entries" / c.Int16ul, "max" / c.Int16ul,
