@@ -309,3 +309,12 @@ def test_real_grub_register_accesses_equal_the_reference(tmp_path, real_core, na
     want = [_meant(row) for row in csv.DictReader(open(DATA / f"{name}_regs.csv")) if row["stage"] in ("slof", "loaded")]
     from sim.report import register_accesses
     assert register_accesses(r) == want
+
+
+def test_prefix_device_and_partition():
+    from firmware_model.grub.main import GrubError, split_prefix
+    assert split_prefix("(ieee1275/disk,msdos2)/boot/grub") == ("disk", "msdos2", "/boot/grub")
+    assert split_prefix("(ieee1275//vdevice/v-scsi@30000002/disk@8100\\,1,gpt2)/grub") == \
+        ("/vdevice/v-scsi@30000002/disk@8100,1", "gpt2", "/grub")
+    with pytest.raises(GrubError):
+        split_prefix("(hd0,msdos1)/boot/grub")

@@ -53,14 +53,28 @@ class GrubError(Exception):
 
 
 def split_prefix(prefix: str) -> tuple[str, str | None, str]:
-    """"(ieee1275/disk,msdos2)/boot/grub" -> ("disk", "msdos2", "/boot/grub")."""
+    """"(ieee1275/disk,msdos2)/boot/grub" -> ("disk", "msdos2", "/boot/grub").
+    The partition follows the first comma not escaped with a backslash
+    (kern/disk.c find_part_sep); "\\," in the device is a comma of the OF
+    path (ofdisk.c compute_dev_path)."""
     if not prefix or not prefix.startswith("(") or ")" not in prefix:
         raise GrubError(f"prefix `{prefix}' names no device")
     dev, path = prefix[1:].split(")", 1)
     if not dev.startswith("ieee1275/"):
         raise GrubError(f"device `{dev}' is not an ieee1275 disk")
-    name, _, part = dev[len("ieee1275/"):].partition(",")
-    return name, part or None, path or "/"
+    dev = dev[len("ieee1275/"):]
+    name, part, i = "", None, 0
+    while i < len(dev):
+        if dev[i] == "\\" and i + 1 < len(dev):
+            name += dev[i + 1]
+            i += 2
+            continue
+        if dev[i] == ",":
+            part = dev[i + 1:] or None
+            break
+        name += dev[i]
+        i += 1
+    return name, part, path or "/"
 
 
 class Grub:
@@ -106,7 +120,7 @@ class Grub:
             name, part, path = split_prefix(self.image.prefix)
         except GrubError as exc:
             return await self.prompt(str(exc))
-        self.env.update(root=f"ieee1275/{name}" + (f",{part}" if part else ""), prefix=self.image.prefix)
+        self.env.update(root=self.image.prefix[1:].split(")", 1)[0], prefix=self.image.prefix)
         if "normal" not in self.image.modules:
             return await self.prompt("no normal module in the core image")
         self.phase("grub normal", config=f"{self.image.prefix}/grub.cfg")
@@ -129,13 +143,8 @@ class Grub:
     # --- files --------------------------------------------------------------
 
     def _split(self, path: str) -> tuple[str, str | None, str]:
-        if path.startswith("("):
-            return split_prefix(path)
-        root = self.env.get("root", "")
-        name, _, part = root[len("ieee1275/"):].partition(",") if root.startswith("ieee1275/") else ("", "", "")
-        if not name:
-            raise GrubError("no server is specified")
-        return name, part or None, path
+        """A path with its device, or relative to $root."""
+        return split_prefix(path if path.startswith("(") else f"({self.env.get('root', '')}){path}")
 
     async def open_file(self, path: str):
         """grub_file_open: disk open (partition probe), ext2 mount, lookup."""
