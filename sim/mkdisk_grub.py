@@ -99,8 +99,10 @@ def initrd_image(size: int = 200 * 1024) -> bytes:
     return bytes((i * 131 + (i >> 12)) & 0xFF for i in range(size))
 
 
-def ext2_image(files: dict[str, bytes], size_mib: int) -> bytes:
-    """mke2fs -d: an ext2 filesystem holding files {path: bytes}."""
+def ext2_image(files: dict[str, bytes], size_mib: int, fs_type: str = "ext2") -> bytes:
+    """mke2fs -d: an ext2 (or ext3/ext4, mke2fs's defaults) filesystem holding files {path: bytes}."""
+    if fs_type not in ("ext2", "ext3", "ext4"):
+        raise ValueError(f"fs_type = {fs_type!r}: expected ext2, ext3 or ext4")
     mke2fs = shutil.which("mke2fs") or next((p for p in ("/sbin/mke2fs", "/usr/sbin/mke2fs")
                                              if os.access(p, os.X_OK)), None)
     if mke2fs is None:
@@ -118,7 +120,8 @@ def ext2_image(files: dict[str, bytes], size_mib: int) -> bytes:
                 os.utime(os.path.join(dp, n), (EPOCH, EPOCH))
         img = os.path.join(tmp, "fs.ext2")
         env = dict(os.environ, E2FSPROGS_FAKE_TIME=str(EPOCH), SOURCE_DATE_EPOCH=str(EPOCH))
-        cmd = [mke2fs, "-q", "-F", "-t", "ext2", "-b", "4096", "-I", "128", "-m", "0", "-U", FS_UUID,
+        cmd = [mke2fs, "-q", "-F", "-t", fs_type, "-b", "4096", *(["-I", "128"] if fs_type == "ext2" else []),
+               "-m", "0", "-U", FS_UUID,
                "-E", f"hash_seed={FS_UUID},root_owner=0:0", "-d", root, img, f"{size_mib}M"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode:
@@ -130,7 +133,7 @@ def ext2_image(files: dict[str, bytes], size_mib: int) -> bytes:
 def build_grub_disk(*, size_mib: int = 32, gpt: bool = False, disk_id: int = 0x5EA5C0DE,
                     grub_cfg: str = GRUB_CFG, kernel: bytes = b"", initrd: bytes | None = None,
                     files: dict[str, bytes] | None = None, core: bytes | None = None,
-                    prep_sectors: int = PREP_SECTORS) -> bytearray:
+                    prep_sectors: int = PREP_SECTORS, fs_type: str = "ext2") -> bytearray:
     """The disk. kernel is /boot/vmlinux (sim.mkdisk passes its payload);
     files replaces the whole ext2 content, core the GRUB-format image (a
     test passes grub-mkimage's real one)."""
@@ -143,7 +146,7 @@ def build_grub_disk(*, size_mib: int = 32, gpt: bool = False, disk_id: int = 0x5
     if files is None:
         files = {"boot/grub/grub.cfg": grub_cfg.encode(), "boot/vmlinux": kernel,
                  "boot/initrd.img": initrd_image() if initrd is None else initrd}
-    fs = ext2_image(files, fs_sectors // 2048 or 1)
+    fs = ext2_image(files, fs_sectors // 2048 or 1, fs_type)
     if len(fs) > fs_sectors * 512:
         raise ValueError(f"size_mib = {size_mib}: too small for the ext2 partition")
     if core is None:

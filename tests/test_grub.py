@@ -318,3 +318,30 @@ def test_prefix_device_and_partition():
         ("/vdevice/v-scsi@30000002/disk@8100,1", "gpt2", "/grub")
     with pytest.raises(GrubError):
         split_prefix("(hd0,msdos1)/boot/grub")
+
+
+@needs_mke2fs
+def test_ext4_disk_boots_through_extents(tmp_path):
+    """mke2fs -t ext4: extents, 64-bit group descriptors, 256-byte inodes."""
+    r = boot(tmp_path, build_grub_disk(size_mib=16, fs_type="ext4",
+                                       kernel=build_payload(0x2000000, descriptor=False)))
+    assert outcome(r) == "booted" and summary(r)["grub_bytes_loaded"] == 204992
+
+
+def test_ext2_refuses_what_grub_refuses():
+    import trio
+    from firmware_model.grub.ext2 import Ext2, FsError
+    from sim.abi import ext2 as X
+
+    class Disk:
+        async def read(self, sector, offset, size):
+            sb = dict(X.superblock.parse(bytes(X.superblock.sizeof())))
+            sb.pop("_io", None)
+            sb.update(magic=X.EXT2_MAGIC, inodes_per_group=8, rev_level=1, inode_size=128,
+                      feature_incompat=X.INCOMPAT_FILETYPE | 0x2000)        # metadata_csum_seed
+            return X.superblock.build(sb)[offset:offset + size]
+
+    async def main():
+        with pytest.raises(FsError, match="unsupported incompatible features"):
+            await Ext2(Disk()).mount()
+    trio.run(main)

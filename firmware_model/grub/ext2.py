@@ -30,6 +30,13 @@ class NotModelled(Exception):
     """Something GRUB does that the model does not (a symlink on the path)."""
 
 
+# fs/ext2.c EXT2_DRIVER_SUPPORTED_INCOMPAT and EXT2_DRIVER_IGNORED_INCOMPAT (2.06): anything
+# else, metadata_csum_seed and large_dir included, is refused.
+SUPPORTED_INCOMPAT = (X.INCOMPAT_FILETYPE | X.INCOMPAT_EXTENTS | X.INCOMPAT_FLEX_BG | X.INCOMPAT_META_BG
+                      | X.INCOMPAT_64BIT | X.INCOMPAT_ENCRYPT)
+IGNORED_INCOMPAT = X.INCOMPAT_RECOVER | X.INCOMPAT_MMP
+
+
 class Ext2:
     def __init__(self, disk):
         self.disk = disk
@@ -39,6 +46,10 @@ class Ext2:
         sb = X.superblock.parse(raw)
         if (sb.magic != X.EXT2_MAGIC or sb.log_block_size > 16 or sb.inodes_per_group == 0):
             raise FsError("not an ext2 filesystem")
+        if sb.rev_level and sb.feature_incompat & ~(SUPPORTED_INCOMPAT | IGNORED_INCOMPAT):
+            raise FsError("filesystem has unsupported incompatible features")
+        if sb.feature_incompat & X.INCOMPAT_META_BG:
+            raise NotModelled("ext2 with meta_bg: its group descriptor placement is not modelled")
         self.sb = sb
         self.log2 = sb.log_block_size + 1          # LOG2_EXT2_BLOCK_SIZE: in sectors
         self.block_size = 1024 << sb.log_block_size
