@@ -117,7 +117,7 @@ class Grub:
         self.trace.emit("guest", "grub_start", prefix=self.image.prefix, modules=",".join(self.image.modules))
         await self.print("Welcome to GRUB!\n\n")
         try:
-            name, part, path = split_prefix(self.image.prefix)
+            _, _, path = split_prefix(self.image.prefix)
         except GrubError as exc:
             return await self.prompt(str(exc))
         self.env.update(root=self.image.prefix[1:].split(")", 1)[0], prefix=self.image.prefix)
