@@ -173,3 +173,22 @@ def test_kernel_prep_console_matches_real_slof(tmp_path):
     assert [line.rstrip() for line in got] == [line.rstrip() for line in ref]
     assert "E3407" not in r.console.text()
     assert r.guest_result["stage"] == "prompt"
+
+
+@pytest.mark.parametrize("addr, claimed", [(0x3DAEF000, True), (0x3DAF0000, False)])
+def test_claim_boundary_is_real_slofs(tmp_path, addr, claimed):
+    """With 1 GiB, SLOF 20220719 lets a segment end at 0x3daf0000 and no
+    further (elf-claim-bisect.txt)."""
+    from sim import machine
+    from sim.mkdisk import build_disk
+    from sim.scenario import load as load_scn
+    data = image(bits=64, e_machine=E.EM_PPC64, e_entry=addr, phdrs=[seg(addr, 0x100, 0x1000)],
+                 body=bytes(0x100))
+    path = tmp_path / "d.img"
+    path.write_bytes(build_disk(payload=data))
+    scn = load_scn(str(Path(__file__).parent.parent / "scenarios" / "dataplane-fixed.toml"))
+    assert scn.ram_mib == 1024
+    r = machine.run(scn, str(path))
+    text = r.console.text()
+    assert ("Successfully loaded" in text) == claimed
+    assert ("Memory for ELF file is already in use!\nE3402: Aborting boot, internal error" in text) != claimed

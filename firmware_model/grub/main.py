@@ -256,7 +256,7 @@ class Grub:
             size = node.size | (node.size_high << 32)
             _, addr, length = self.kernel
             first = (addr + length + 0xFFFFF) & ~0xFFFFF      # claimmap_iterate(.., 0x100000)
-            if first + size > self.cif.slof.data:
+            if await self.cif.claim(first, size) < 0:
                 await self.print("error: couldn't claim memory.\n")
                 return
             await self._load(fs, node, args[0], first, size)
@@ -322,7 +322,7 @@ class Grub:
         size = top - base + LINUX_PAD
         # grub_linux_claimmap_iterate: the first free range at or above base
         seg = base if base >= HEAP_END else (HEAP_END + align - 1) // align * align
-        if seg + size > self.cif.slof.data:
+        if await self.cif.claim(seg, size) < 0:
             raise GrubError("couldn't claim memory")
         for p in loads:                                      # grub_elf64_load: seek, read, zero the rest
             dest = seg - base + (p.p_paddr & ~mask)

@@ -19,6 +19,12 @@ from firmware_model.slof.virtio_blk import VirtioBlk
 
 LOAD_BASE = 0x4000                # default-load-base (board-qemu/slof/OF.fs)
 RING_BELOW_TOP = 0x1C8C000        # the ring landed at 0x3e374000 with 1 GiB (real-slof)
+# SLOF's own memory (image, heap, FDT) below the top of RAM: an ELF segment
+# (elf-claim-segment) or a client `claim` reaching above it fails. Measured
+# with 1 GiB: [0x3daef000,+4 KiB) claimed, [0x3daf0000,+4 KiB) "already in use"
+# (tests/data/real-grub/elf-claim-bisect.txt). ASSUMPTION: the same distance
+# from the top for other RAM sizes, as RING_BELOW_TOP.
+CLAIM_BELOW_TOP = 0x40000000 - 0x3DAF0000   # SLOF 20220719 with 1 GiB: claims end at 0x3daf0000
 
 BANNER = ("\r\n\r\nSLOF " + "*" * 70 + "\r\nQEMU Starting\r\n"
           " Build Date = slofsim\r\n FW Version = slofsim model of SLOF\r\n"
@@ -53,6 +59,7 @@ class Slof:
         self.hdr, self.status, self.block, self.scratch = data + 0x100, data + 0x200, data + 0x1000, data + 0x2000
         self.chrp_block, self.chrp_scratch = data + 0x4000, data + 0x5000   # a second disk-label instance
         self.data = data
+        self.claim_limit = top - CLAIM_BELOW_TOP
         self.phb = Phb(device_tree["phb"])
         self.disks: dict[str, tuple] = {}
         self.client_program = None   # async (slof, kind, entry, segments, dev) -> result or None
@@ -152,7 +159,7 @@ class Slof:
             return None
         self.phase("elf load", bytes=size)
         try:
-            image = elf_load(self.cpu.ram, LOAD_BASE, size, self.data)
+            image = elf_load(self.cpu.ram, LOAD_BASE, size, self.claim_limit)
         except BadExecutable as exc:
             # load-elf-init leaves `go` as no-go; close-dev, then (go-and-catch).
             self.trace.emit("guest", "elf_error", reason=exc.reason)

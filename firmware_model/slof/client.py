@@ -106,6 +106,12 @@ class ClientInterface:
         inst.pos += got
         return got
 
+    async def claim(self, addr: int, size: int) -> int:
+        """`claim` at a given address: addr, or -1 when the range is not free
+        RAM (SLOF's own memory begins at slof.claim_limit)."""
+        await self._call("claim", addr=addr, size=size)
+        return addr if 0 <= addr and addr + size <= self.slof.claim_limit else -1
+
     async def milliseconds(self) -> int:
         """`milliseconds`: get-msecs, the timebase in ms (as SLOF's timeouts use it)."""
         await self._call("milliseconds")
