@@ -223,11 +223,13 @@ def write_trace(result, path: str) -> None:
 def _explain_args(p):
     _scenario_arg(p)
     _disk_arg(p)
+    p.add_argument("--grub", action="store_true",
+                   help="follow GRUB's first read through SLOF's client interface instead")
     _json_arg(p)
 
 
 @command("explain", "the causal chain of one request, read off the trace",
-         "slofsim explain dataplane-stall\n  slofsim explain dataplane-fixed --json",
+         "slofsim explain dataplane-stall\n  slofsim explain dataplane-fixed --json\n  slofsim explain grub-fixed --grub",
          exits="0 explained (whatever the outcome), 2 usage or scenario error, 130 interrupted",
          args=_explain_args)
 def cmd_explain(args) -> int:
@@ -238,17 +240,20 @@ def cmd_explain(args) -> int:
     with term.progress(con, None, f"booting {args.scenario}"):
         result = _run_one(path, args.disk)
     s = report.summary(result)
+    grub = getattr(args, "grub", False)
     stalled = s["first_stalled_request"] is not None
-    which = "the first request that did not complete" if stalled else "a typical request"
+    which = "GRUB's first disk read" if grub else "the first request that did not complete" if stalled \
+        else "a typical request"
     if args.json:
         _print_json({"schema_version": report.SCHEMA_VERSION, "command": "explain", "scenario": s["scenario"],
-                     "outcome": s["outcome"], "request": "first stalled" if stalled else "typical",
-                     "diagnosis": report.diagnose(result)})
+                     "outcome": s["outcome"], "request": "grub" if grub else "first stalled" if stalled else "typical",
+                     "diagnosis": report.diagnose(result, grub=grub)})
     elif con is None:
         print(f"{result.scenario.name}: {s['outcome']}. The causal chain of {which}:")
-        print(format_diagnosis(report.diagnose(result)))
+        print(format_diagnosis(report.diagnose(result, grub=grub) or [
+            {"t_us": 0, "layer": "-", "function": "-", "text": "GRUB did not run"}]))
     else:
-        term.print_diagnosis(con, report.diagnose(result), title=f"{result.scenario.name}: {s['outcome']}. "
+        term.print_diagnosis(con, report.diagnose(result, grub=grub), title=f"{result.scenario.name}: {s['outcome']}. "
                              f"The causal chain of {which}:")
     return EXIT_OK
 
@@ -507,11 +512,14 @@ def _mkdisk_args(p):
                    help="length of the PReP partition in 512-byte sectors")
     p.add_argument("--no-active", action="store_true", help="clear the PReP partition's boot flag (MBR only)")
     p.add_argument("--gpt", action="store_true", help="GPT (protective MBR, PReP type GUID) instead of MBR")
+    p.add_argument("--layout", choices=("prep", "grub"), default="prep",
+                   help="prep: the tiny ELF in PReP; grub: PReP with a GRUB-format core image plus an ext2 "
+                        "partition with grub.cfg, a kernel and an initrd (needs mke2fs; --size-mib >= 8)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUT.img if it exists")
 
 
 @command("mkdisk", "write a bootable raw disk image (PReP partition, tiny ELF)",
-         "slofsim mkdisk disk.img\n  slofsim mkdisk disk.img --gpt --size-mib 64 --force",
+         "slofsim mkdisk disk.img\n  slofsim mkdisk disk.img --gpt --size-mib 64 --force\n  slofsim mkdisk grub.img --layout grub",
          exits="0 written, 2 bad option, existing file without --force, or cannot write",
          args=_mkdisk_args)
 def cmd_mkdisk(args) -> int:
@@ -520,7 +528,7 @@ def cmd_mkdisk(args) -> int:
         raise ScenarioError(f"{args.out}: already exists; use --force to overwrite it")
     try:
         write_disk(args.out, part_start=args.part_start, part_sectors=args.part_sectors,
-                   active=not args.no_active, size_mib=args.size_mib, gpt=args.gpt)
+                   active=not args.no_active, size_mib=args.size_mib, gpt=args.gpt, layout=args.layout)
     except ValueError as exc:
         raise ScenarioError(f"{args.out}: {exc}") from None
     except OSError as exc:

@@ -5,8 +5,10 @@ The mkdisk payload (sim.mkdisk.build_payload) is real PowerPC64 code that
 prints PAYLOAD_MARKER with its own H_PUT_TERM_CHAR calls and then spins on
 `b .`. It reached its hand-off only if, after SLOF's `kernel_entry`, the
 console bytes QEMU's spapr_vty received (`vty_write`) hold the marker and
-the CPU then stopped on that idle spin (`guest_stop`). Everything is read
-from the trace, so the report and the machine decide alike.
+the CPU then stopped on that idle spin (`guest_stop`). A real Linux image
+GRUB jumped to (its linux_banner found in what GRUB loaded) is not executed:
+the kernel stage models it, so GRUB's jump is its hand-off point.
+Everything is read from the trace, so the report and the machine decide alike.
 """
 
 from sim.cpu import IDLE_SPIN
@@ -34,6 +36,9 @@ def image_output(trace) -> str:
 
 def reached(trace) -> tuple[bool, str]:
     """(True, "") if the image ran to its hand-off, else (False, why not)."""
+    entry = next((e for e in reversed(trace.events) if e.name == "kernel_entry"), None)
+    if entry is not None and entry.fields.get("linux_banner"):
+        return True, ""      # GRUB jumped to a real Linux image: that jump is its hand-off point
     after = _after_entry(trace)
     stop = next((e for e in after if e.name == "guest_stop"), None)
     if stop is None:

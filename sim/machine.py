@@ -84,6 +84,7 @@ async def _boot(scn: Scenario, backend, trace, echo):
         device_tree["chosen"] = {"qemu,boot-kernel": m.boot_kernel}
     slof = Slof(cpu, device_tree, trace, scn.costs, timeout_ms=scn.virtio_timeout_ms,
                 max_prep_blocks=scn.max_prep_blocks, release=slof_release(scn.slof))
+    slof.client_program = _client_program
     vcpu.load_guest(_guest(cpu, slof, device_tree, trace, scn.costs, GUEST_KERNELS[scn.guest_kernel]))
     try:
         result, hung = await m.run(vcpu, WATCHDOG_S)
@@ -107,6 +108,21 @@ async def _guest(cpu, slof, device_tree, trace, costs, guest_kernel) -> dict:
         if result["handed_off"]:
             result["linux"] = await LinuxVirtioBlk(cpu, device_tree, trace, costs, kernel=guest_kernel).run()
     return result
+
+
+async def _client_program(slof, kind, entry, segments, dev):
+    """SLOF's hand-off to a client program the machine models: GRUB's core
+    image (recognised by its module area) runs as the GRUB model, calling
+    SLOF's client interface; any other image runs as machine code (None)."""
+    from firmware_model.grub import core_image
+    from firmware_model.grub.main import Grub
+    from firmware_model.slof.client import ClientInterface
+    image = core_image(slof.cpu.ram, segments)
+    if image is None:
+        return None
+    slof.phase("hand-off", program="grub", entry=entry)
+    cif = ClientInterface(slof, dev, scratch=slof.data + 0x8000)
+    return await Grub(slof.cpu, cif, image, slof.trace, slof.costs).main()
 
 
 def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None) -> RunResult:

@@ -14,7 +14,7 @@ from sim.trace import KERNEL_STAGE_PHASE
 PID = 1
 TRACKS = {"guest": (1, "vcpu 0 (SLOF)"), "kvm": (2, "KVM"), "qemu-vcpu": (3, "QEMU vcpu thread"),
           "qemu-main": (4, "QEMU main loop"), "iothread": (5, "IOThread iothread0"), "disk": (6, "disk")}
-TOP_PHASES = ("slof start-up", "pci probe", "boot", "forth prompt", "kernel", KERNEL_STAGE_PHASE)
+TOP_PHASES = ("slof start-up", "pci probe", "boot", "forth prompt", "grub", "kernel", KERNEL_STAGE_PHASE)
 
 
 def _us(ns: int) -> float:

@@ -231,6 +231,26 @@ def kernel_stage(result, kern: Trace) -> dict:
     }
 
 
+def grub_stage(trace) -> dict | None:
+    """GRUB's part of the run (firmware_model/grub), from its trace events:
+    None when no GRUB ran."""
+    start = trace.named("grub_start")
+    if not start:
+        return None
+    files = [{"path": e.fields["path"], "bytes": e.fields["bytes"]} for e in trace.named("grub_file_loaded")]
+    prompt = trace.named("grub_prompt")
+    return {
+        "prefix": start[0].fields["prefix"],
+        "config_lines": [e.fields["line"] for e in trace.named("grub_command")],
+        "unknown_commands": [e.fields["command"] for e in trace.named("grub_unknown_command")],
+        "files": files,
+        "bytes_loaded": sum(f["bytes"] for f in files),
+        "disk_reads": len(trace.named("grub_disk_read")),
+        "ended": ("prompt: " + prompt[0].fields["reason"]) if prompt
+                 else ("kernel" if trace.named("grub_boot") else "in GRUB"),
+    }
+
+
 def summary(result) -> dict:
     trace, kern = split_stages(result.trace)
     exits = [e for e in trace.named("exit")]
@@ -264,6 +284,10 @@ def summary(result) -> dict:
         "first_stalled_request": first_stalled,
         "bytes_loaded": bytes_loaded,
         "phases": phases(result),
+        "grub": (g := grub_stage(trace)),
+        "grub_ended": g["ended"] if g else "not reached",
+        "grub_disk_reads": g["disk_reads"] if g else 0,
+        "grub_bytes_loaded": g["bytes_loaded"] if g else 0,
         **kernel_stage(result, kern),
     }
 
@@ -317,9 +341,17 @@ def format_summary(s: dict) -> str:
         f"block requests:      {s['requests_completed']} of {s['requests_submitted']} completed"
         + (f", {s['timeouts']} timed out" if s["timeouts"] else ""),
         f"bytes loaded:        {s['bytes_loaded']}",
+        *([format_grub(s["grub"])] if s.get("grub") else []),
         f"kernel stage:        {kernel_stage_text(s)}",
     ]
     return "\n".join(lines)
+
+
+def format_grub(g: dict) -> str:
+    files = ", ".join(f"{f['path']} {f['bytes']} B" for f in g["files"]) or "none"
+    unknown = f"; unknown commands: {', '.join(g['unknown_commands'])}" if g["unknown_commands"] else ""
+    return (f"GRUB:                {g['prefix']}: {len(g['config_lines'])} grub.cfg lines followed, "
+            f"{g['disk_reads']} disk reads, loaded {files}; ended: {g['ended']}{unknown}")
 
 
 def format_phases(s: dict) -> str:

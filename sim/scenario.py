@@ -52,6 +52,8 @@ EXPECT_KEYS = {
     "kernel_stage": str, "kernel_notifies": int, "kernel_notifies_in_kernel": int, "kernel_notify_exits": int,
     "kernel_mmio_exits": int, "kernel_ioeventfd_signals": int, "kernel_interrupts": int,
     "kernel_irqfd_interrupts": int, "kernel_requests_completed": int, "kernel_guest": str,
+    # GRUB (sim.report.grub_stage): "not reached", "kernel" or "prompt: <reason>"
+    "grub_ended": str, "grub_disk_reads": int, "grub_bytes_loaded": int,
 }
 
 SCHEMA = {
@@ -64,7 +66,7 @@ SCHEMA = {
     "guest": {"kernel": str},
     "device": {"iothread": bool, "ioeventfd": bool, "queue_size": int},
     "disk": {"image": str, "writable": bool, "persist": bool, "part_sectors": int, "part_start": int,
-             "active": bool, "gpt": bool, "gpt_type": str, "size_mib": int},
+             "active": bool, "gpt": bool, "gpt_type": str, "size_mib": int, "layout": str},
     "firmware": {"virtio_timeout_ms": int, "max_prep_partition_blocks": int, "slof": str},
     "costs": {name: float for name in Costs.names()},
     "expect": EXPECT_KEYS,
@@ -240,7 +242,8 @@ def load(path: str) -> Scenario:
     s.disk_persist = disk.get("persist", False)
     if s.disk_persist and not s.disk_writable:
         raise ScenarioError(f"{path}: [disk] persist: needs writable = true")
-    s.mkdisk = {key: disk[key] for key in ("part_sectors", "part_start", "active", "gpt", "gpt_type", "size_mib")
+    s.mkdisk = {key: disk[key] for key in ("part_sectors", "part_start", "active", "gpt", "gpt_type", "size_mib",
+                                           "layout")
                 if key in disk}
     if s.mkdisk and image != "mkdisk":
         raise ScenarioError(f"{path}: [disk] {next(iter(s.mkdisk))}: only applies to image = \"mkdisk\"")

@@ -86,6 +86,9 @@ def print_summary(con, s: dict, title: str = "slofsim summary") -> None:
                  ("bytes loaded", str(s["bytes_loaded"])),
                  ("kernel stage", _esc(kernel_stage_text(s)))):
         t.add_row(k, v)
+    if s.get("grub"):
+        from sim.report import format_grub
+        t.add_row("GRUB", _esc(format_grub(s["grub"]).split(":", 1)[1].strip()))
     con.print(t)
 
 
