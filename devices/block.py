@@ -6,10 +6,19 @@ are durable only after a flush (like a host page cache before fsync).
 An .xz image is unpacked into memory; its writes stay in the overlay.
 """
 
+import errno
 import lzma
 import os
+import stat
 
 SECTOR = 512
+# Image formats QEMU's block layer would probe (block/qcow2.c QCOW_MAGIC
+# "QFI\xfb", also qcow v1; block/vmdk.c VMDK4_MAGIC "KDMV"; block/vhdx.h
+# "vhdxfile"): slofsim serves raw images only, as `-drive format=raw`.
+FORMAT_MAGICS = ((b"QFI\xfb", "qcow2"), (b"KDMV", "vmdk"), (b"vhdxfile", "vhdx"))
+_NOT_A_FILE = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device node"),
+               (stat.S_ISBLK, "a block device node"))
 
 
 class BlockError(Exception):
@@ -26,21 +35,40 @@ class BlockBackend:
         self.overlay: dict[int, bytes] = {}
         self.dirty: dict[int, bytes] = {}
         try:
+            _check_regular(path, os.stat(path))   # before open: open() on a FIFO would block
+            # O_NONBLOCK: should the path become a FIFO after the stat, open
+            # returns at once and the fstat below refuses it.
+            fd = os.open(path, (os.O_RDWR if self.persist and not path.endswith(".xz") else os.O_RDONLY)
+                         | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                _check_regular(path, os.fstat(fd))
+                os.set_blocking(fd, True)
+            except BaseException:
+                os.close(fd)
+                raise
             if path.endswith(".xz"):
-                with lzma.open(path) as f:
+                with os.fdopen(fd, "rb") as raw, lzma.open(raw) as f:
                     self._data = memoryview(f.read())
                 self.persist = False
                 size = len(self._data)
+                head = bytes(self._data[:8])
             else:
-                self._fd = os.open(path, os.O_RDWR if self.persist else os.O_RDONLY)
-                size = os.fstat(self._fd).st_size
+                self._fd = fd
+                size = os.fstat(fd).st_size
+                head = os.pread(fd, 8, 0)
         except OSError as exc:
-            why = (" for writing, because [disk] persist = true writes the guest's writes back to it "
-                   "(set persist = false to keep them in memory)" if self._fd is None and self.persist
-                   and not path.endswith(".xz") else "")
-            raise BlockError(f"{path}: cannot open disk image{why}: {exc.strerror or exc}") from None
+            why = ("a symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or exc)
+            persist = (" for writing, because [disk] persist = true writes the guest's writes back to it "
+                       "(set persist = false to keep them in memory)" if self._fd is None and self.persist
+                       and not path.endswith(".xz") else "")
+            raise BlockError(f"{path}: cannot open disk image{persist}: {why}") from None
         except (lzma.LZMAError, EOFError) as exc:   # corrupt or truncated .xz
             raise BlockError(f"{path}: cannot open disk image: not a valid .xz file ({exc})") from None
+        for magic, fmt in FORMAT_MAGICS:
+            if head.startswith(magic):
+                self.close()
+                raise BlockError(f"{path}: a {fmt} image; slofsim boots raw images only: "
+                                 f"qemu-img convert -f {fmt} -O raw {path} {_raw_name(path)}")
         if size < SECTOR or size % SECTOR:
             self.close()
             raise BlockError(f"{path}: disk image is {size} bytes; expected a non-zero multiple of {SECTOR}")
@@ -52,7 +80,8 @@ class BlockBackend:
         """An image held in memory (slofsim mkdisk output); never persisted."""
         self = cls.__new__(cls)
         self.path, self.writable, self.persist = name, writable, False
-        self._fd, self._data = None, memoryview(bytes(data))
+        # A bytearray is adopted, not copied: a big image's zero pages stay untouched.
+        self._fd, self._data = None, memoryview(data).toreadonly()
         self.overlay, self.dirty = {}, {}
         self.size = len(data)
         self.sectors = self.size // SECTOR
@@ -92,3 +121,14 @@ class BlockBackend:
             os.pwrite(self._fd, self.dirty[sector], sector * SECTOR)
         self.dirty.clear()
         os.fsync(self._fd)
+
+
+def _check_regular(path: str, st) -> None:
+    for test, what in _NOT_A_FILE:
+        if test(st.st_mode):
+            raise BlockError(f"{path}: cannot open disk image: it is {what}; expected a raw image file")
+
+
+def _raw_name(path: str) -> str:
+    stem = path[:-3] if path.endswith(".xz") else path
+    return os.path.splitext(stem)[0] + ".raw"

@@ -2,6 +2,7 @@
 
 from sim.abi.virtio import (
     VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1, VIRTIO_LEGACY_FEATURES,
+    VIRTIO_RING_F_EVENT_IDX,
 )
 from devices.virtqueue import VirtQueue
 
@@ -64,8 +65,25 @@ class VirtIODevice:
     def set_status(self, value: int) -> None:
         self.status = value
 
-    def reset(self) -> None:
-        """virtio_reset."""
+    def set_features(self, val: int, actor: str = "qemu-vcpu") -> None:
+        """virtio_set_features: what the guest accepted of what we offer.
+        EVENT_IDX "changes the size of the caches" (7.2): each live queue's
+        rings are mapped again, now with the event fields."""
+        self.guest_features = val & self.host_features
+        event = bool(self.guest_features >> VIRTIO_RING_F_EVENT_IDX & 1)
+        for vq in self.vqs:
+            vq.event_idx = event
+            why = vq.unmappable() if vq.ready() else None
+            if why:
+                self.virtio_error(why, actor)
+
+    def reset(self, big_endian: bool | None = None) -> None:
+        """virtio_reset: device_endian from the vcpu that caused the reset
+        (virtio_current_cpu_endian: ppc_cpu_is_big_endian = !MSR[LE]), the
+        target's default (big) when no vcpu did (virtio_default_endian).
+        Since QEMU 2.1 ("virtio: add endian-ambivalent support to
+        VirtIODevice"): an LE guest's STATUS <- 0 makes a legacy device LE."""
+        self.device_big_endian = True if big_endian is None else big_endian
         self.status = 0
         self.guest_features = 0
         self.isr = 0
@@ -100,13 +118,12 @@ class VirtIODevice:
         self.trace.emit(actor, "virtio_error", device=self.name, reason=reason)
 
     def notify(self, vq: VirtQueue, actor: str) -> None:
-        """virtio_notify: interrupt the guest unless it asked not to be.
-        SLOF sets VRING_AVAIL_F_NO_INTERRUPT, so no interrupt is raised."""
-        try:
-            flags = int.from_bytes(self.ram.view(vq.avail, 2), "big" if self.is_big_endian() else "little")
-        except Exception:
-            flags = 0
-        if flags & 1:
+        """virtio_notify: interrupt the guest unless it asked not to be
+        (virtio_should_notify). SLOF sets VRING_AVAIL_F_NO_INTERRUPT, so no
+        interrupt is raised; Linux with EVENT_IDX moves used_event."""
+        if not vq.should_notify(self.is_big_endian()):
+            self.trace.emit(actor, "virtio_notify_suppressed", queue=vq.index, used_idx=vq.used_idx,
+                            event_idx=vq.event_idx)
             return
         self.isr |= 1
         self.transport.notify_guest(vq, actor)

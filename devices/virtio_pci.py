@@ -38,6 +38,8 @@ from devices.pci import (
 from sim.qemu.memory import DEVICE_LITTLE_ENDIAN, MemoryRegion, MemoryRegionOps, bswap
 
 MSIX_VECTORS = 2                  # virtio-blk-pci's "vectors" default (DEV_NVECTORS_UNSPECIFIED -> 2)
+MSIX_PBA_OFFSET = 0x800           # msix_init_exclusive_bar: the PBA in the BAR's second half
+PCI_MSIX_ENTRY_SIZE, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_ENTRY_CTRL_MASKBIT = 16, 12, 1
 VIRTIO_NO_VECTOR = 0xFFFF
 PCI_MSIX_FLAGS_ENABLE, PCI_MSIX_FLAGS_MASKALL = 0x8000, 0x4000
 
@@ -57,7 +59,19 @@ class _LegacyOps(MemoryRegionOps):
 
 
 class _MsixOps(MemoryRegionOps):
+    """msix_table_mmio_ops / msix_pba_mmio_ops (hw/pci/msix.c): 4-byte
+    little-endian accesses to the table or the pending-bit array."""
     endianness = DEVICE_LITTLE_ENDIAN
+    impl_min, impl_max = 4, 4
+
+    def __init__(self, proxy, region: str):
+        self.proxy, self.region = proxy, region
+
+    def read(self, offset, size):
+        return self.proxy.msix_mmio_read(self.region, offset, size)
+
+    def write(self, offset, value, size):
+        self.proxy.msix_mmio_write(self.region, offset, value, size)
 
 
 class _ModernOps(MemoryRegionOps):
@@ -109,20 +123,31 @@ class VirtIOPCIProxy(PCIDevice):
         self.modern = modern        # !disable-modern: a transitional device
         self.fast_mmio = fast_mmio  # kvm_ioeventfd_any_length_enabled()
         self.queue_mem_mult = QEMU_VIRTIO_PCI_QUEUE_MEM_MULT if page_per_vq else 4
-        self.bar = MemoryRegion("virtio-pci", 20 + vdev.config_len, ops=_LegacyOps(self))
+        # virtio_pci_device_plugged: pow2ceil(VIRTIO_PCI_REGION_SIZE + config_len),
+        # the region size counting the MSI-X vectors (24: MSI-X is present).
+        self.bar = MemoryRegion("virtio-pci", _pow2(VIRTIO_PCI_CONFIG_OFF_NO_MSIX + 4 + vdev.config_len),
+                                ops=_LegacyOps(self))
         self.register_bar(0, PCI_BASE_ADDRESS_SPACE_IO, self.bar)
         if modern:
             self._modern_init()
         # MSI-X (vectors=2) in exclusive BAR 1 (msix_init_exclusive_bar:
         # table at 0, PBA at 0x800); SLOF never enables it, Linux does.
-        self.register_bar(1, PCI_BASE_ADDRESS_SPACE_MEMORY, MemoryRegion("virtio-pci-msix", 0x1000, ops=_MsixOps()))
         self.msix_nvectors = MSIX_VECTORS
+        msix_bar = MemoryRegion("msix", 0x1000)
+        msix_bar.add_subregion(0, MemoryRegion("msix-table", PCI_MSIX_ENTRY_SIZE * MSIX_VECTORS,
+                                               ops=_MsixOps(self, "msix-table")))
+        msix_bar.add_subregion(MSIX_PBA_OFFSET, MemoryRegion("msix-pba", 8, ops=_MsixOps(self, "msix-pba")))
+        self.register_bar(1, PCI_BASE_ADDRESS_SPACE_MEMORY, msix_bar)
+        # msix_init: every vector masked (msix_mask_all), nothing pending.
+        self.msix_entries = bytearray(PCI_MSIX_ENTRY_SIZE * MSIX_VECTORS)
+        for v in range(MSIX_VECTORS):
+            self.msix_entries[PCI_MSIX_ENTRY_SIZE * v + PCI_MSIX_ENTRY_VECTOR_CTRL] = PCI_MSIX_ENTRY_CTRL_MASKBIT
+        self.msix_pending = 0
         self.msix_cap = self.add_capability(PCI_CAP_ID_MSIX, 12)
         self._set(self.msix_cap + 2, 2, self.msix_nvectors - 1)     # Message Control: table size - 1
         self._set(self.msix_cap + 4, 4, 1)                          # table: BIR 1, offset 0
         self._set(self.msix_cap + 8, 4, 0x800 | 1)                  # PBA: BIR 1, offset 0x800
         self.wmask[self.msix_cap + 3] = (PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL) >> 8
-        self.msix_table: dict[int, tuple[int, int]] = {}             # vector -> (address, data)
         self.config_vector = VIRTIO_NO_VECTOR
         self.queue_vectors: dict[int, int] = {}
         self.irqfds: dict[int, int] = {}                              # queue -> gsi of its irqfd
@@ -139,17 +164,85 @@ class VirtIOPCIProxy(PCIDevice):
         return VIRTIO_PCI_CONFIG_OFF_NO_MSIX + (4 if self.msix_enabled() else 0)
 
     def msix_set_message(self, vector: int, address: int, data: int) -> None:
-        """msix_set_message: what the platform (spapr's ibm,change-msi) writes
-        into the table entry."""
-        self.msix_table[vector] = (address, data)
+        """msix_set_message, "Special API for POWER to configure the vectors
+        through a side channel" (spapr's ibm,change-msi): address and data
+        into the entry, and its mask bit cleared."""
+        e = PCI_MSIX_ENTRY_SIZE * vector
+        self.msix_entries[e:e + 12] = (address.to_bytes(8, "little") + data.to_bytes(4, "little"))
+        self.msix_entries[e + PCI_MSIX_ENTRY_VECTOR_CTRL] &= ~PCI_MSIX_ENTRY_CTRL_MASKBIT
+
+    @property
+    def msix_table(self) -> dict[int, tuple[int, int]]:
+        """vector -> (address, data) of every entry the platform set."""
+        out = {}
+        for v in range(self.msix_nvectors):
+            e = PCI_MSIX_ENTRY_SIZE * v
+            addr = int.from_bytes(self.msix_entries[e:e + 8], "little")
+            if addr:
+                out[v] = (addr, int.from_bytes(self.msix_entries[e + 8:e + 12], "little"))
+        return out
+
+    def msix_is_masked(self, vector: int) -> bool:
+        """msix_is_masked: off, function-masked, or the vector's mask bit."""
+        ctrl = self._get(self.msix_cap + 2, 2)
+        e = PCI_MSIX_ENTRY_SIZE * vector + PCI_MSIX_ENTRY_VECTOR_CTRL
+        return (not ctrl & PCI_MSIX_FLAGS_ENABLE or bool(ctrl & PCI_MSIX_FLAGS_MASKALL)
+                or bool(self.msix_entries[e] & PCI_MSIX_ENTRY_CTRL_MASKBIT))
+
+    def msix_mmio_read(self, region: str, addr: int, size: int) -> int:
+        """msix_table_mmio_read / msix_pba_mmio_read (pci_get_long)."""
+        if region == "msix-table":
+            inside = addr + 4 <= len(self.msix_entries)
+            value = int.from_bytes(self.msix_entries[addr:addr + 4], "little") if inside else 0
+        else:
+            value = (self.msix_pending >> (8 * addr)) & 0xFFFFFFFF
+        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=1,
+                        offset=addr + (MSIX_PBA_OFFSET if region == "msix-pba" else 0),
+                        region=region, region_offset=addr, size=size, rw="R", value=value, reg=region)
+        return value
+
+    def msix_mmio_write(self, region: str, addr: int, value: int, size: int) -> None:
+        """msix_table_mmio_write: store, then msix_handle_mask_update (a
+        vector unmasked with its pending bit set fires now); the PBA is
+        read-only."""
+        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=1,
+                        offset=addr + (MSIX_PBA_OFFSET if region == "msix-pba" else 0),
+                        region=region, region_offset=addr, size=size, rw="W", value=value, reg=region)
+        if region != "msix-table" or addr + 4 > len(self.msix_entries):
+            return
+        vector = addr // PCI_MSIX_ENTRY_SIZE
+        was = self.msix_is_masked(vector)
+        self.msix_entries[addr:addr + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+        if was and not self.msix_is_masked(vector):
+            self._msix_fire_pending(vector, "qemu-vcpu")
+
+    def _msix_fire_pending(self, vector: int, actor: str) -> None:
+        if self.msix_pending >> vector & 1 and vector in self.msix_table:
+            self.msix_pending &= ~(1 << vector)
+            self.qemu.msi_send(*self.msix_table[vector], actor)
+
+    def msix_notify(self, vector: int, actor: str) -> None:
+        """msix_notify: a masked vector only sets its pending bit."""
+        if vector >= self.msix_nvectors:
+            return
+        if self.msix_is_masked(vector):
+            self.msix_pending |= 1 << vector
+            self.trace.emit(actor, "msix_pending", device=self.name, vector=vector)
+            return
+        if vector in self.msix_table:
+            self.qemu.msi_send(*self.msix_table[vector], actor)
 
     def config_write(self, addr: int, value: int, size: int) -> None:
         """virtio_write_config: a write that leaves bus mastering off stops
         the ioeventfds and drops DRIVER_OK (as in 2.4 and 7.2)."""
         was = self.msix_enabled()
+        masked = [self.msix_is_masked(v) for v in range(self.msix_nvectors)]
         super().config_write(addr, value, size)
         if self.msix_enabled() != was:
             self.trace.emit("qemu-vcpu", "msix_enable", device=self.name, enabled=self.msix_enabled())
+        for v in range(self.msix_nvectors):      # msix_write_config -> msix_handle_mask_update
+            if masked[v] and not self.msix_is_masked(v):
+                self._msix_fire_pending(v, "qemu-vcpu")
         if addr <= PCI_COMMAND < addr + size and not self.config[PCI_COMMAND] & PCI_COMMAND_MASTER:
             self.trace.emit("qemu-vcpu", "bus_master_cleared", device=self.name, status=self.vdev.status)
             self.stop_ioeventfd()
@@ -218,12 +311,14 @@ class VirtIOPCIProxy(PCIDevice):
             value = 0                   # virtio_pci_notify_read (notify_pio aside)
         value &= (1 << (8 * size)) - 1
         self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=VIRTIO_PCI_MODERN_MEM_BAR, offset=base + addr,
-                        size=size, rw="R", value=value, reg=self._modern_reg(region, addr))
+                        region=region, region_offset=addr, size=size, rw="R", value=value,
+                        reg=self._modern_reg(region, addr))
         return value
 
     def modern_write(self, region: str, base: int, addr: int, value: int, size: int) -> None:
         self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=VIRTIO_PCI_MODERN_MEM_BAR, offset=base + addr,
-                        size=size, rw="W", value=value, reg=self._modern_reg(region, addr))
+                        region=region, region_offset=addr, size=size, rw="W", value=value,
+                        reg=self._modern_reg(region, addr))
         if region == "common":
             self._common_write(addr, value)
         elif region == "notify":
@@ -298,7 +393,7 @@ class VirtIOPCIProxy(PCIDevice):
                 self.modern_guest_features[self.gfselect] = val
                 if not vdev.status & VIRTIO_CONFIG_S_FEATURES_OK:   # virtio_set_features
                     g = self.modern_guest_features
-                    vdev.guest_features = ((g[1] << 32) | g[0]) & vdev.host_features
+                    vdev.set_features((g[1] << 32) | g[0])
         elif addr == c["msix_config"]:
             self.config_vector = self._vector_use(val)
         elif addr == c["device_status"]:
@@ -356,13 +451,13 @@ class VirtIOPCIProxy(PCIDevice):
             value = self._config_read(addr - self.config_off, size)
         else:
             value = self._ioport_read(addr)
-        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=0, offset=addr, size=size, rw="R",
-                        value=value, reg=self.reg_name(addr))
+        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=0, offset=addr, region="legacy", region_offset=addr,
+                        size=size, rw="R", value=value, reg=self.reg_name(addr))
         return value
 
     def legacy_write(self, addr: int, value: int, size: int) -> None:
-        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=0, offset=addr, size=size, rw="W",
-                        value=value, reg=self.reg_name(addr))
+        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=0, offset=addr, region="legacy", region_offset=addr,
+                        size=size, rw="W", value=value, reg=self.reg_name(addr))
         if addr >= self.config_off:
             return  # virtio-blk's config is read-only to the legacy driver (wce aside)
         self._ioport_write(addr, value)
@@ -412,7 +507,7 @@ class VirtIOPCIProxy(PCIDevice):
         """virtio_ioport_write."""
         vdev = self.vdev
         if addr == VIRTIO_PCI_GUEST_FEATURES:
-            vdev.guest_features = val & vdev.host_features
+            vdev.set_features(val)
         elif addr == VIRTIO_PCI_QUEUE_PFN:
             pa = val << VIRTIO_PCI_QUEUE_ADDR_SHIFT
             if pa == 0:
@@ -442,7 +537,7 @@ class VirtIOPCIProxy(PCIDevice):
 
     def device_reset(self) -> None:
         """virtio_pci_reset: the core, then the transport's queue state."""
-        self.vdev.reset()
+        self.vdev.reset(self.qemu.cpu_virtio_is_big_endian())
         self.config_vector = VIRTIO_NO_VECTOR       # virtio_reset: every vector back to NO_VECTOR
         self.queue_vectors = {}
         if self.modern:
@@ -577,7 +672,6 @@ class VirtIOPCIProxy(PCIDevice):
         self.vdev.isr |= 1
         if self.msix_enabled():
             vector = self.queue_vectors.get(vq.index if vq is not None else 0, VIRTIO_NO_VECTOR)
-            if vector in self.msix_table:
-                self.qemu.msi_send(*self.msix_table[vector], actor)
+            self.msix_notify(vector, actor)
             return
         self.qemu.pci_set_irq(self, 1)

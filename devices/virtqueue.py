@@ -6,7 +6,8 @@ marks itself broken (virtio_error) instead of trusting the ring.
 """
 
 from sim.abi.virtio import (
-    VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, layouts, vring_addrs,
+    VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, layouts,
+    vring_addrs,
 )
 from sim.ram import GuestMemoryError
 
@@ -44,6 +45,9 @@ class VirtQueue:
         self.desc = self.avail = self.used = 0
         self.last_avail_idx = 0
         self.used_idx = 0
+        self.signalled_used = 0
+        self.signalled_used_valid = False
+        self.event_idx = False      # VIRTIO_RING_F_EVENT_IDX negotiated (set by the device)
 
     def set_legacy_addr(self, pa: int) -> None:
         """virtio_queue_set_addr: a legacy ring is contiguous, 4096-aligned."""
@@ -54,9 +58,12 @@ class VirtQueue:
 
     def unmappable(self) -> str | None:
         """virtio_init_region_cache: the reason a ring part is not all in
-        RAM (desc, then used, then avail), or None."""
-        for name, addr, size in (("desc", self.desc, 16 * self.num), ("used", self.used, 4 + 8 * self.num),
-                                 ("avail", self.avail, 4 + 2 * self.num)):
+        RAM (desc, then used, then avail), or None. With EVENT_IDX each of
+        avail and used is 2 bytes longer: used_event after avail->ring[num],
+        avail_event after used->ring[num] (event_size)."""
+        ev = 2 if self.event_idx else 0
+        for name, addr, size in (("desc", self.desc, 16 * self.num), ("used", self.used, 4 + 8 * self.num + ev),
+                                 ("avail", self.avail, 4 + 2 * self.num + ev)):
             try:
                 self.ram.check(addr, size)
             except GuestMemoryError:
@@ -99,6 +106,8 @@ class VirtQueue:
         if head >= self.num:
             raise VirtioError(f"Guest says index {head} is available")
         self.last_avail_idx = (self.last_avail_idx + 1) & 0xFFFF
+        if self.event_idx:      # vring_set_avail_event: "I have seen up to here"
+            self._w16(self.used + 4 + 8 * self.num, self.last_avail_idx, big)
         table, max_ = self.desc, self.num
         i = head
         addr, length, flags, nxt = self._read_desc(table, i, big)
@@ -138,11 +147,40 @@ class VirtQueue:
             addr, length, flags, nxt = self._read_desc(table, nxt, big)
         return VirtQueueElement(head, out_sg, in_sg)
 
+    def _w16(self, addr: int, value: int, big: bool) -> None:
+        try:
+            self.ram.write(addr, value.to_bytes(2, "big" if big else "little"))
+        except GuestMemoryError:
+            raise VirtioError("virtio: bogus descriptor or out of resources") from None
+
     def push(self, elem: VirtQueueElement, length: int, big: bool) -> int:
-        """virtqueue_push (fill + flush): returns the new used->idx."""
+        """virtqueue_push (fill + flush): returns the new used->idx.
+        virtqueue_flush: if the used index passes signalled_used, the
+        event-index state is stale (signalled_used_valid = false)."""
         L = layouts(big)
         slot = self.used + 4 + 8 * (self.used_idx % self.num)
         self.ram.write(slot, L.used_elem_fast.pack(elem.index, length))
+        old = self.used_idx
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         self.ram.write(self.used + 2, self.used_idx.to_bytes(2, "big" if big else "little"))
+        if ((self.used_idx - self.signalled_used) & 0xFFFF) < ((self.used_idx - old) & 0xFFFF):
+            self.signalled_used_valid = False
         return self.used_idx
+
+    def should_notify(self, big: bool) -> bool:
+        """virtio_should_notify (virtio_split_should_notify; 2015: vring_notify):
+        without EVENT_IDX the driver's VRING_AVAIL_F_NO_INTERRUPT decides;
+        with it, vring_need_event(used_event, new, signalled_used)."""
+        if not self.event_idx:
+            try:
+                return not self._u16(self.avail, big) & VRING_AVAIL_F_NO_INTERRUPT
+            except VirtioError:
+                return True
+        v, self.signalled_used_valid = self.signalled_used_valid, True
+        old, new = self.signalled_used, self.used_idx
+        self.signalled_used = new
+        try:
+            event = self._u16(self.avail + 4 + 2 * self.num, big)     # vring_get_used_event
+        except VirtioError:
+            return True
+        return not v or ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)

@@ -4,7 +4,9 @@ Commands are rows of COMMANDS (the @command decorator): each has a one-line
 help, an example and the meaning of its exit statuses, shown by
 `slofsim NAME --help`. Every argument is checked before any machine boots.
 User errors (a bad scenario, a missing disk, bad usage) print one line
-naming the file and field, and exit with status 2; Ctrl-C prints
+naming the file and field, and exit with status 2. A Python exception is a
+slofsim bug: one line and exit 70 (EX_SOFTWARE), the traceback only with
+--debug. Ctrl-C prints
 `interrupted` and exits with 130; a closed stdout pipe exits with 141.
 """
 
@@ -25,7 +27,9 @@ from sim.scenario import ScenarioError, check_writable, fault_option, load
 
 EXIT_OK, EXIT_BOOT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = interrupt.EXIT_INTERRUPTED
-BOOT_EXITS = "0 booted, 1 stalled or failed, 2 usage or scenario error, 130 interrupted (Ctrl-C)"
+BOOT_EXITS = ("0 booted, 1 stalled, failed or watchdog, 2 usage or scenario error, 70 internal error (a slofsim bug), "
+              "130 interrupted (Ctrl-C)")
+EXIT_SOFTWARE = 70   # sysexits.h EX_SOFTWARE: an internal error (a slofsim bug)
 
 
 @dataclasses.dataclass
@@ -90,7 +94,7 @@ def scenario_dir(path: str | None) -> list[str]:
 
 
 def check_disk(path: str | None) -> None:
-    if path and not os.path.exists(path):
+    if path and not os.path.lexists(path):     # a symlink loop is devices.block's to name
         raise ScenarioError(f"{path}: --disk: no such file")
 
 
@@ -230,12 +234,14 @@ def write_trace(result, path: str) -> None:
 def _explain_args(p):
     _scenario_arg(p)
     _disk_arg(p)
+    p.add_argument("--grub", action="store_true",
+                   help="follow GRUB's first read through SLOF's client interface instead")
     _json_arg(p)
     _fault_arg(p)
 
 
 @command("explain", "the causal chain of one request, read off the trace",
-         "slofsim explain dataplane-stall\n  slofsim explain dataplane-fixed --json",
+         "slofsim explain dataplane-stall\n  slofsim explain dataplane-fixed --json\n  slofsim explain grub-fixed --grub",
          exits="0 explained (whatever the outcome), 2 usage or scenario error, 130 interrupted",
          args=_explain_args)
 def cmd_explain(args) -> int:
@@ -246,17 +252,21 @@ def cmd_explain(args) -> int:
     with term.progress(con, None, f"booting {args.scenario}"):
         result = _run_one(path, args.disk, faults=args.fault)
     s = report.summary(result)
+    grub = getattr(args, "grub", False)
     stalled = s["first_stalled_request"] is not None
-    which = "the first request that did not complete" if stalled else "a typical request"
+    which = "GRUB's first disk read" if grub else "the first request that did not complete" if stalled \
+        else "a typical request"
     if args.json:
         _print_json({"schema_version": report.SCHEMA_VERSION, "command": "explain", "scenario": s["scenario"],
-                     "outcome": s["outcome"], "request": "first stalled" if stalled else "typical",
-                     "diagnosis": report.diagnose(result), "faults": [f.text() for f in result.scenario.faults]})
+                     "outcome": s["outcome"], "request": "grub" if grub else "first stalled" if stalled else "typical",
+                     "diagnosis": report.diagnose(result, grub=grub),
+                     "faults": [f.text() for f in result.scenario.faults]})
     elif con is None:
         print(f"{result.scenario.name}: {s['outcome']}. The causal chain of {which}:")
-        print(format_diagnosis(report.diagnose(result)))
+        print(format_diagnosis(report.diagnose(result, grub=grub) or [
+            {"t_us": 0, "layer": "-", "function": "-", "text": "GRUB did not run"}]))
     else:
-        term.print_diagnosis(con, report.diagnose(result), title=f"{result.scenario.name}: {s['outcome']}. "
+        term.print_diagnosis(con, report.diagnose(result, grub=grub), title=f"{result.scenario.name}: {s['outcome']}. "
                              f"The causal chain of {which}:")
     return EXIT_OK
 
@@ -517,11 +527,14 @@ def _mkdisk_args(p):
                    help="length of the PReP partition in 512-byte sectors")
     p.add_argument("--no-active", action="store_true", help="clear the PReP partition's boot flag (MBR only)")
     p.add_argument("--gpt", action="store_true", help="GPT (protective MBR, PReP type GUID) instead of MBR")
+    p.add_argument("--layout", choices=("prep", "grub"), default="prep",
+                   help="prep: the tiny ELF in PReP; grub: PReP with a GRUB-format core image plus an ext2 "
+                        "partition with grub.cfg, a kernel and an initrd (needs mke2fs; --size-mib >= 8)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUT.img if it exists")
 
 
 @command("mkdisk", "write a bootable raw disk image (PReP partition, tiny ELF)",
-         "slofsim mkdisk disk.img\n  slofsim mkdisk disk.img --gpt --size-mib 64 --force",
+         "slofsim mkdisk disk.img\n  slofsim mkdisk disk.img --gpt --size-mib 64 --force\n  slofsim mkdisk grub.img --layout grub",
          exits="0 written, 2 bad option, existing file without --force, or cannot write",
          args=_mkdisk_args)
 def cmd_mkdisk(args) -> int:
@@ -530,7 +543,7 @@ def cmd_mkdisk(args) -> int:
         raise ScenarioError(f"{args.out}: already exists; use --force to overwrite it")
     try:
         write_disk(args.out, part_start=args.part_start, part_sectors=args.part_sectors,
-                   active=not args.no_active, size_mib=args.size_mib, gpt=args.gpt)
+                   active=not args.no_active, size_mib=args.size_mib, gpt=args.gpt, layout=args.layout)
     except ValueError as exc:
         raise ScenarioError(f"{args.out}: {exc}") from None
     except OSError as exc:
@@ -663,6 +676,8 @@ def build_parser(rich: bool = False):
                 epilog="examples:\n  slofsim demo\n  slofsim run dataplane-stall\n  slofsim list\n\n"
                        "`slofsim COMMAND --help` shows a command's options, defaults and exit statuses.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="on an internal error (exit 70), print the traceback; accepted anywhere on the line")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND",
                            title="commands")
     for c in COMMANDS.values():
@@ -683,6 +698,9 @@ def _main(argv) -> int:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv          # accepted before or after the command
+    argv = [a for a in argv if a != "--debug"]
     try:
         return _main(argv)
     except ScenarioError as exc:
@@ -695,7 +713,14 @@ def main(argv=None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return interrupt.EXIT_BROKEN_PIPE
         if not interrupt.is_interrupt(exc):
-            raise
+            # A host-side exception is a slofsim bug, never a boot outcome.
+            if debug:
+                import traceback
+                traceback.print_exc()
+            what = " ".join(str(exc).split())
+            print(f"slofsim: internal error (a slofsim bug): {type(exc).__name__}: {what}"
+                  + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+            return EXIT_SOFTWARE
         # The machine is abandoned mid-run: block-layer coroutines spawned in
         # the same step as the interrupt are dropped unstarted, which is fine.
         warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)

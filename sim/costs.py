@@ -86,6 +86,13 @@ class Costs:
     # ASSUMPTION: SLOF's ELF load (memmove of PT_LOAD segments), per byte:
     # 10 GB/s, an ordinary memmove bandwidth.
     slof_copy_per_byte: float = 0.1e-9
+    # ASSUMPTION: one client-interface call from a client program (GRUB):
+    # SLOF's call-client entry, the service lookup by name in Forth, the
+    # return. A few thousand instructions natively.
+    slof_client_call: float = 5e-6
+    # ASSUMPTION: GRUB's own work around one disk-cache miss or one file
+    # block (grub_disk_read_small, fshelp, memcpy of 4 KiB), natively.
+    grub_per_block: float = 2e-6
 
     # ASSUMPTION: an MMU-on load/store to a device page handled in KVM: the
     # HDSI, the HPTE lookup that finds no memslot (kvmppc_hv_emulate_mmio),

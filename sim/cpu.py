@@ -13,6 +13,7 @@ import types
 from sim import vtime
 
 TIMEBASE_FREQ = 512_000_000  # SPAPR_TIMEBASE_FREQ; POWER8/9 timebase is 512 MHz
+IDLE_SPIN = "idle: branch to self"   # execute()'s stop when the code reaches `b .`
 
 
 class Trap:
@@ -190,7 +191,7 @@ async def execute(cpu: PowerCPU, nip: int, max_steps: int = 100_000) -> str:
         elif op == 18:                                      # b / ba / bl
             li = _sext(word & 0x03FFFFFC, 26)
             if li == 0 and not word & 2:
-                return "idle: branch to self"
+                return IDLE_SPIN
             nip = (li if word & 2 else nip + li) & mask
             continue
         else:

@@ -58,20 +58,46 @@ def _pick_fault(ev) -> int | None:
     return next((i for i in range(k, -1, -1) if ev[i].name == "virtio_blk_submit"), None)
 
 
-def diagnose(result) -> list[dict]:
+def _grub_read(ev) -> tuple[int | None, list[dict]]:
+    """GRUB's first disk read: (index of SLOF's request for it, GRUB's steps)."""
+    g = next((i for i, e in enumerate(ev) if e.name == "grub_disk_read"), None)
+    if g is None:
+        return None, []
+    f = ev[g].fields
+    steps = [_step(ev[g], "GRUB", "grub_disk_read_small",
+                   f"disk-cache miss: chunk at sector {f['sector']} x{f['sectors']} -> grub_ofdisk_read")]
+    for i in range(g + 1, len(ev)):
+        e = ev[i]
+        if e.name == "cif_call" and e.fields["service"] == "read":
+            steps.append(_step(e, "GRUB", "grub_ieee1275_read",
+                               f"client interface `read` ihandle 0x{e.fields['ihandle']:x}, {e.fields['length']} "
+                               "bytes -> SLOF's deblocker"))
+        elif e.name == "virtio_blk_submit":
+            return i, steps
+    return None, steps
+
+
+def diagnose(result, grub: bool = False) -> list[dict]:
     """The chain of one firmware-stage request (the kernel stage's I/O is
-    not what the 2015 bug is about; sim.trace.split_stages)."""
+    not what the 2015 bug is about; sim.trace.split_stages). grub: the
+    first read GRUB made through SLOF's client interface."""
     fw, kern = split_stages(result.trace)
     ev = fw.events
-    start = _pick([(i, e) for i, e in enumerate(ev) if e.name in ("virtio_blk_submit", "blk_complete")],
-                  _pick_fault(ev))
+    pre = []
+    if grub:
+        start, pre = _grub_read(ev)
+        if start is None:
+            return pre
+    else:
+        start = _pick([(i, e) for i, e in enumerate(ev) if e.name in ("virtio_blk_submit", "blk_complete")],
+                      _pick_fault(ev))
     if start is None:
         return diagnose_kernel(kern.events)   # SLOF read nothing (-kernel): the kernel's first read
     sub = ev[start]
     want = sub.fields["avail_idx"]
     addrs = notify_addrs(result)
     fn = sub.fields.get("fn", "virtioblk_transfer")   # SLOF before 2645539: virtioblk_read
-    steps = _startup(ev, start)
+    steps = pre if grub else _startup(ev, start)   # GRUB's read: its own lead-in, not the start-up race
     steps.append(_step(sub, "SLOF", fn,
                        f"request #{want}: read sector {sub.fields['sector']} x{sub.fields['count']}, "
                        f"avail->idx := {want}"))

@@ -12,18 +12,20 @@ import trio
 import trio.testing
 
 from devices.block import BlockBackend, BlockError
+from firmware_model.linux.releases import GUEST_KERNELS
 from firmware_model.linux.virtio_blk import LinuxVirtioBlk
 from firmware_model.slof.boot import Slof
 from firmware_model.slof.releases import release as slof_release
+from firmware_model.slof.disk_label import GuestUnbounded
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
 from sim.board.spapr import Console, SpaprMachine
-from sim.ram import GuestRAM
-from sim import vtime
+from sim.ram import GuestRAM, RamAllocError
+from sim import handoff, vtime
 from sim.scenario import Scenario, ScenarioError
 from sim.trace import Trace
 
-WATCHDOG_S = 3600.0   # simulated seconds before a run is declared hung
+WATCHDOG_S = 3600.0   # simulated seconds before the simulator's own watchdog ends a run
 
 
 class RunResult:
@@ -38,11 +40,12 @@ class RunResult:
 
 
 @functools.lru_cache(maxsize=4)
-def _mkdisk_image(params: tuple) -> bytes:
+def _mkdisk_image(params: tuple):
     """The built-in image for these [disk] parameters, built once per
-    process (a backend keeps its writes in an overlay, so boots can share it)."""
+    process (a backend keeps its writes in an overlay, so boots can share
+    it; it is adopted, not copied, so its zero pages stay untouched)."""
     from sim.mkdisk import build_disk
-    return bytes(build_disk(**dict(params)))
+    return build_disk(**dict(params))
 
 
 def open_disk(scn: Scenario, disk_override: str | None = None) -> BlockBackend:
@@ -50,7 +53,7 @@ def open_disk(scn: Scenario, disk_override: str | None = None) -> BlockBackend:
     if image == "mkdisk":
         try:
             data = _mkdisk_image(tuple(sorted(scn.mkdisk.items())))
-        except ValueError as exc:
+        except (ValueError, MemoryError) as exc:
             raise ScenarioError(f"{scn.path}: [disk]: {exc}") from None
         return BlockBackend.from_bytes(data, "mkdisk", writable=scn.disk_writable)
     try:
@@ -81,30 +84,57 @@ async def _boot(scn: Scenario, backend, trace, echo):
         device_tree["chosen"] = {"qemu,boot-kernel": m.boot_kernel}
     slof = Slof(cpu, device_tree, trace, scn.costs, timeout_ms=scn.virtio_timeout_ms,
                 max_prep_blocks=scn.max_prep_blocks, release=slof_release(scn.slof))
-    vcpu.load_guest(_guest(cpu, slof, device_tree, trace, scn.costs))
+    slof.client_program = _client_program
+    vcpu.load_guest(_guest(cpu, slof, device_tree, trace, scn.costs, GUEST_KERNELS[scn.guest_kernel]))
     try:
         result, hung = await m.run(vcpu, WATCHDOG_S)
     finally:
         vcpu.close()
+    if hung:   # the simulator's bound, not the guest's: report.outcome says "watchdog"
+        trace.emit("sim", "watchdog", seconds=WATCHDOG_S)
     return m, result, hung, round(vtime.now() * 1e9)
 
 
-async def _guest(cpu, slof, device_tree, trace, costs) -> dict:
-    """What the CPU executes: SLOF from 0x100, then, once SLOF has handed
-    off (the image's entry code ran), the guest kernel's virtio-blk stage."""
-    result = await slof.main()
+async def _guest(cpu, slof, device_tree, trace, costs, guest_kernel) -> dict:
+    """What the CPU executes: SLOF from 0x100, then, only if the image SLOF
+    jumped to ran to its hand-off point (sim.handoff), the guest kernel's
+    virtio-blk stage."""
+    try:
+        result = await slof.main()
+    except GuestUnbounded as exc:    # real SLOF would not finish: the run ends here, with why
+        return {"stage": "unbounded", "kind": exc.kind, "why": str(exc)}
     if result.get("stage") == "kernel":
-        result["linux"] = await LinuxVirtioBlk(cpu, device_tree, trace, costs).run()
+        result["handed_off"], result["why"] = handoff.reached(trace)
+        if result["handed_off"]:
+            result["linux"] = await LinuxVirtioBlk(cpu, device_tree, trace, costs, kernel=guest_kernel).run()
     return result
 
 
-def run(scn: Scenario, disk_override: str | None = None, echo=None) -> RunResult:
-    backend = open_disk(scn, disk_override)
+async def _client_program(slof, kind, entry, segments, dev):
+    """SLOF's hand-off to a client program the machine models: GRUB's core
+    image (recognised by its module area) runs as the GRUB model, calling
+    SLOF's client interface; any other image runs as machine code (None)."""
+    from firmware_model.grub import core_image
+    from firmware_model.grub.main import Grub
+    from firmware_model.slof.client import ClientInterface
+    image = core_image(slof.cpu.ram, segments)
+    if image is None:
+        return None
+    slof.phase("hand-off", program="grub", entry=entry)
+    cif = ClientInterface(slof, dev, scratch=slof.data + 0x8000)
+    return await Grub(slof.cpu, cif, image, slof.trace, slof.costs).main()
+
+
+def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None) -> RunResult:
+    """Boot scn; backend, if given, is the disk (the scenario's is not opened)."""
+    backend = backend or open_disk(scn, disk_override)
     trace = Trace()
     clock = trio.testing.MockClock(autojump_threshold=0)
     vtime.use_clock(clock)
     try:
         m, result, hung, end_ns = trio.run(_boot, scn, backend, trace, echo, clock=clock)
+    except RamAllocError as exc:
+        raise ScenarioError(f"{scn.path}: [machine] ram_mib: {exc}") from None
     finally:
         vtime.use_clock(None)
         backend.close()

@@ -14,14 +14,17 @@ row set back alone, tells a cause from a row that merely changed too.
 import functools
 from concurrent.futures import ProcessPoolExecutor
 
+from firmware_model.linux.releases import default_guest
+from firmware_model.slof.releases import release as slof_release
 from sim.kvm import releases as linux
 from sim.qemu import releases as qemu
 
 # Every field of the QEMU table the machine reads for a given scenario
-# ("modern_default" is not: the matrix asks for legacy and modern itself;
-# "slof" is not read until scenarios boot the SLOF their QEMU shipped --
-# add it here then).
-QEMU_KEY = tuple(f for f in qemu.TABLE.fields if f not in ("modern_default", "slof"))
+# ("modern_default" is not: the matrix asks for legacy and modern itself).
+# "slof" is compared as the SLOF model row its tag selects
+# (firmware_model/slof/releases.py): tags with no modelled change between
+# them boot alike.
+QEMU_KEY = tuple(f for f in qemu.TABLE.fields if f != "modern_default")
 # tce_multi is read only by KVM_ENABLE_CAP for H_PUT_TCE_INDIRECT/H_STUFF_TCE,
 # which QEMU (kvmppc_enable_logical_ci_hcalls) never asks for.
 LINUX_KEY = tuple(f for f in linux.TABLE.fields if f != "tce_multi")
@@ -46,9 +49,13 @@ SYMBOL = {"booted": ".", "stalled": "S", "failed": "F", "hung-in-qemu": "Q", Non
 def classes(table, key) -> list[list[tuple[int, int]]]:
     """Runs of consecutive releases whose rows agree on every key field."""
     out = []
+    def k_of(v):
+        b = table.behaviour(v)
+        return tuple(slof_release(b.slof).tag if f == "slof" else getattr(b, f) for f in key)
+
     for v in table.releases:
-        k = table.behaviour(v).key(key)
-        if out and table.behaviour(out[-1][0]).key(key) == k:
+        k = k_of(v)
+        if out and k_of(out[-1][0]) == k:
             out[-1].append(v)
         else:
             out.append([v])
@@ -72,7 +79,8 @@ def _boot(cell, qemu_overrides=None, linux_overrides=None, faults=()) -> tuple:
         return cell, None, None
     scn = Scenario(path="<matrix>", name=f"matrix-{q[0]}.{q[1]}-{k[0]}.{k[1]}", kernel_version=f"{k[0]}.{k[1]}",
                    kvm=kvm, qemu_version=q, iothread=iothread, disable_modern=not modern,
-                   qemu_overrides=qo, linux_overrides=lo, faults=tuple(faults), **release_defaults(q, qo))
+                   qemu_overrides=qo, linux_overrides=lo, guest_kernel=default_guest(q, k), faults=tuple(faults),
+                   **release_defaults(q, qo))
     s = report.summary(machine.run(scn))
     return cell, s["outcome"], s["first_stalled_request"]
 

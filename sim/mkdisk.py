@@ -13,8 +13,8 @@ of 128 bytes from LBA 2, the backup entries and header at the end, both
 CRC32s right. SLOF then takes its GPT route (the PReP type GUID).
 """
 
+import mmap
 import struct
-
 import uuid
 
 from sim.abi import elf as E
@@ -32,6 +32,9 @@ CODE_OFFSET = 0x20              # code follows the 24-byte descriptor, 32-byte a
 BASE_REG = 31                   # PAPR: hcalls preserve r14-r31; r4-r12 are volatile
 _CHS_LBA = b"\xfe\xff\xff"      # "use LBA" CHS placeholder, as the reference MBR has
 _MIB = 1 << 20
+# The image is built in host memory (zero pages stay untouched until
+# written); its size is bounded so that a typo cannot exhaust the host.
+MAX_SIZE_MIB = 4096
 
 
 # --- Power ISA instruction encoders (Book I, big-endian words) -------------
@@ -110,11 +113,13 @@ def _code(table: int) -> list[int]:
     return words
 
 
-def build_payload(load_addr: int = 0x400000) -> bytes:
+def build_payload(load_addr: int = 0x400000, descriptor: bool = True) -> bytes:
     """A big-endian ELF64 (ET_EXEC, EM_PPC64, ELFv1) with one PT_LOAD at load_addr.
 
     The segment holds the function descriptor e_entry points to, the code
-    the descriptor points to, and the chunk table the code reads.
+    the descriptor points to, and the chunk table the code reads. With
+    descriptor=False e_entry is the code itself, as in a vmlinux that GRUB
+    enters by a plain branch (loader/powerpc/ieee1275/linux.c).
     """
     if not isinstance(load_addr, int) or isinstance(load_addr, bool):
         raise ValueError(f"load_addr must be an integer, not {load_addr!r}")
@@ -141,7 +146,7 @@ def build_payload(load_addr: int = 0x400000) -> bytes:
         e_ident=dict(magic=E.ELFMAG, ei_class=E.ELFCLASS64, ei_data=E.ELFDATA2MSB,
                      ei_version=E.EV_CURRENT, ei_osabi=0, ei_abiversion=0, pad=bytes(7)),
         e_type=E.ET_EXEC, e_machine=E.EM_PPC64, e_version=E.EV_CURRENT,
-        e_entry=load_addr, e_phoff=ehdr_t.sizeof(), e_shoff=0,
+        e_entry=load_addr if descriptor else load_addr + CODE_OFFSET, e_phoff=ehdr_t.sizeof(), e_shoff=0,
         e_flags=1,  # EF_PPC64_ABI 1: ELFv1 (function descriptors)
         e_ehsize=ehdr_t.sizeof(), e_phentsize=phdr_t.sizeof(), e_phnum=1,
         e_shentsize=0, e_shnum=0, e_shstrndx=0,
@@ -166,8 +171,13 @@ def _check_int(name: str, value, lo: int, hi: int) -> int:
 
 def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int = 2048,
                active: bool = True, part_type: int = M.PART_TYPE_PREP, disk_id: int = 0x5EA5C0DE,
-               payload: bytes | None = None, gpt: bool = False, gpt_type: str | None = None) -> bytearray:
+               payload: bytes | None = None, gpt: bool = False, gpt_type: str | None = None,
+               layout: str = "prep"):
     """A raw image: one partition, the payload at its first sector.
+
+    layout = "grub": a PReP partition with a GRUB-format core image and an
+    ext2 partition with grub.cfg, the payload as kernel and an initrd
+    (sim/mkdisk_grub.py); only size_mib, gpt and disk_id apply to it.
 
     MBR (default): one primary entry; with the defaults, sector 0 is
     byte-identical to the reference disk's. SLOF only boots it when the
@@ -176,7 +186,13 @@ def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int 
     GPT (`gpt=True`): one entry of type `gpt_type` (a GUID string, PReP by
     default); GUIDs are derived from disk_id, so the image is reproducible.
     """
-    _check_int("size_mib", size_mib, 1, 1 << 20)
+    if layout == "grub":
+        from sim.mkdisk_grub import build_grub_disk
+        return build_grub_disk(size_mib=size_mib, gpt=gpt, disk_id=disk_id,
+                               kernel=payload or build_payload(0x2000000, descriptor=False))
+    if layout != "prep":
+        raise ValueError(f"layout = {layout!r}: expected \"prep\" or \"grub\"")
+    _check_int("size_mib", size_mib, 1, MAX_SIZE_MIB)
     _check_int("part_start", part_start, 1, 0xFFFF_FFFF)      # sector 0 is the MBR
     _check_int("part_sectors", part_sectors, 1, 0xFFFF_FFFF)
     _check_int("part_type", part_type, 0, 0xFF)
@@ -202,7 +218,7 @@ def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int 
         raise ValueError(f"payload ({len(payload)} bytes) does not fit in the partition "
                          f"({part_sectors} sectors = {part_sectors * M.SECTOR} bytes)")
 
-    img = bytearray(disk_sectors * M.SECTOR)
+    img = _zeroed(disk_sectors * M.SECTOR)
     if gpt:
         _write_gpt(img, disk_sectors, part_start, part_sectors, disk_id, gpt_type)
     else:
@@ -212,6 +228,12 @@ def build_disk(*, size_mib: int = 16, part_start: int = 2048, part_sectors: int 
     off = part_start * M.SECTOR
     img[off:off + len(payload)] = payload
     return img
+
+
+def _zeroed(n: int):
+    """n zero bytes whose pages the host backs only once written (an
+    anonymous mapping, like a sparse file); a bytearray would touch them all."""
+    return mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 _GPT_ARRAY_SECTORS = G.DEFAULT_ENTRIES * G.ENTRY_SIZE // M.SECTOR   # 32

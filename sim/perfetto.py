@@ -14,7 +14,7 @@ from sim.trace import KERNEL_STAGE_PHASE
 PID = 1
 TRACKS = {"guest": (1, "vcpu 0 (SLOF)"), "kvm": (2, "KVM"), "qemu-vcpu": (3, "QEMU vcpu thread"),
           "qemu-main": (4, "QEMU main loop"), "iothread": (5, "IOThread iothread0"), "disk": (6, "disk")}
-TOP_PHASES = ("slof start-up", "pci probe", "boot", "forth prompt", "kernel", KERNEL_STAGE_PHASE)
+TOP_PHASES = ("slof start-up", "pci probe", "boot", "forth prompt", "grub", "kernel", KERNEL_STAGE_PHASE)
 
 
 def _us(ns: int) -> float:
@@ -82,6 +82,12 @@ def build(result, notify_addrs: set[int]) -> dict:
             out.append(_slice(name + (" (in kernel)" if f["in_kernel"] else " (KVM_EXIT_MMIO)"),
                               "kvm" if f["in_kernel"] else "qemu-vcpu", c.t_ns, e.t_ns, "mmio"))
             pending_mmio = None
+            continue
+        if e.name == "virtio_pci_access":       # every register access the device saw, with its value
+            out.append({"ph": "i", "s": "t", "name": f"{f['reg']} {f['rw']} 0x{f['value']:x}", "cat": "register",
+                        "pid": PID, "tid": TRACKS[e.actor][0], "ts": _us(e.t_ns),
+                        "args": {"region": f.get("region"), "offset": f.get("region_offset", f["offset"]),
+                                 "rw": f["rw"], "size": f["size"], "value": f"0x{f['value']:x}"}})
             continue
         if e.name == "irqfd_inject":
             out.append({"ph": "i", "s": "t", "name": "irqfd -> XICS", "pid": PID, "tid": TRACKS["kvm"][0],

@@ -7,12 +7,23 @@ used->idx) is modelled as waiting for the write that ends its loop.
 """
 
 import mmap
+import sys
 
 import trio
+
+# MAP_NORESERVE (Python exposes it from 3.12; 0x4000 in Linux's generic
+# mman headers): no swap is reserved, so a 64 GiB guest maps on a smaller
+# host under the default overcommit heuristic; only pages the guest or a
+# device touches are backed, as with QEMU's own RAM.
+_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform == "linux" else 0)
 
 
 class GuestMemoryError(Exception):
     """An access outside guest RAM."""
+
+
+class RamAllocError(Exception):
+    """The host cannot map the guest's RAM (message names the size)."""
 
 
 class GuestRAM:
@@ -20,7 +31,11 @@ class GuestRAM:
 
     def __init__(self, size: int):
         self.size = size
-        self.buf = mmap.mmap(-1, size)   # zero pages, touched lazily like the host's
+        try:   # zero pages, backed lazily when first touched
+            self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _NORESERVE)
+        except (OSError, OverflowError) as exc:
+            raise RamAllocError(f"cannot map {size >> 20} MiB of guest RAM on this host: "
+                                f"{getattr(exc, 'strerror', None) or exc}") from None
         self.mv = memoryview(self.buf)
         self._watches: list[tuple[int, int, trio.Event]] = []
 

@@ -11,16 +11,18 @@ figures -- hcalls, exits, QUEUE_NOTIFY, ioeventfd signals, requests, bytes,
 register accesses, the diagnosis -- are the firmware stage's: they are what
 the 2015 bug is about and what the real-SLOF measurements pin. The kernel
 stage has its own `kernel_*` figures. Only the outcome and the simulated
-time span both: "booted" means the kernel stage completed its reads.
+time span both: "booted" means the image ran to its hand-off and the kernel
+stage completed its reads (verdict below).
 """
 
 from collections import Counter
 
 from sim.abi import papr
 from sim.abi.kvm import ERRNO_NAMES
-from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR
+from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR, VIRTIO_PCI_REGION_SIZE
 from sim.diagnosis import diagnose, notify_addrs  # noqa: F401  (diagnose is re-exported)
 from sim.perfetto import phase_spans
+from sim.scenario import OUTCOMES  # noqa: F401  (the names verdict returns)
 from sim.trace import KERNEL_STAGE_PHASE, Trace, firmware_trace, split_stages  # noqa: F401  (re-exported)
 
 
@@ -82,8 +84,44 @@ def register_accesses(result) -> list[dict]:
         raw &= (1 << (8 * size)) - 1
         value = raw if bar == 0 and off >= VIRTIO_PCI_CONFIG_OFF_NO_MSIX or size == 1 else \
             int.from_bytes(raw.to_bytes(size, "big"), "little")
-        out.append({"bar": bar, "offset": off, "size": size,
+        out.append({"bar": bar, "region": _region(bar, off), "offset": off, "size": size,
                     "rw": "W" if nr == papr.H_LOGICAL_CI_STORE else "R", "value": value})
+    return out
+
+
+def _region(bar: int, off: int) -> str:
+    """The virtio-pci region an access in BAR 0 or the modern BAR falls in."""
+    if bar == 0:
+        return "legacy"
+    return ("common", "isr", "device", "notify")[min(off // VIRTIO_PCI_REGION_SIZE, 3)]
+
+
+def kernel_register_accesses(result) -> list[dict]:
+    """The kernel stage's device register accesses in order, as the device
+    saw them (region, offset in it, rw, size, value): each guest MMIO load
+    or store paired with the device model's access, or, for a QUEUE_NOTIFY
+    an ioeventfd took in KVM, with that signal."""
+    spans = [(b, n, 0) for b, n in _bar0_ranges(result)]
+    spans += [(b, n, VIRTIO_PCI_MODERN_MEM_BAR) for b, n in _bar4_ranges(result)]
+    out, pending = [], None
+    for e in split_stages(result.trace)[1].events:
+        f = e.fields
+        if e.name == "mmio_access" and e.actor == "guest":
+            pending = e
+        elif e.name == "virtio_pci_access" and pending is not None:
+            out.append({"region": f["region"], "offset": f["region_offset"], "rw": f["rw"], "size": f["size"],
+                        "value": f["value"]})
+            pending = None
+        elif e.name == "ioeventfd_signal" and pending is not None and pending.fields["rw"] == "W":
+            addr = pending.fields["addr"]
+            base, bar = next(((b, i) for b, n, i in spans if b <= addr < b + n), (None, None))
+            if base is not None:
+                off = addr - base
+                region = _region(bar, off)
+                out.append({"region": region, "offset": off if bar == 0 else off % VIRTIO_PCI_REGION_SIZE
+                            if region != "notify" else off - 3 * VIRTIO_PCI_REGION_SIZE,
+                            "rw": "W", "size": pending.fields["size"], "value": pending.fields["value"]})
+            pending = None
     return out
 
 
@@ -111,31 +149,73 @@ def phases(result) -> list[dict]:
 
 def hung_in_qemu(result):
     """The drain the vcpu thread was still in when the run ended (a
-    bdrv_drain_begin with no end: it waits for suspended requests, or the
-    watchdog ended it), or None: the VM hangs in QEMU."""
+    bdrv_drain_begin with no end: it waits for suspended requests), or
+    None: the VM hangs in QEMU."""
     begins = result.trace.named("bdrv_drain_begin")
     if begins and len(begins) > len(result.trace.named("bdrv_drain_end")):
         return begins[-1]
     return None
 
 
-def outcome(result) -> str:
-    """hung-in-qemu: the vcpu thread never came back from a drain in QEMU;
-    booted: SLOF handed off and the kernel stage read its blocks;
-    stalled: a wait that never ended (SLOF's virtio timeouts, the kernel's
-    hung task, or the watchdog); failed: anything else."""
-    if hung_in_qemu(result):
-        return "hung-in-qemu"
+def verdict(result) -> tuple[str, str]:
+    """(outcome, reason), from the trace and the guest's result:
+    hung-in-qemu: the vcpu thread is blocked in QEMU, holding the BQL, in a
+      block-layer drain for requests that never complete (sim.faults);
+    watchdog: the simulator's own bound on simulated time ended the run
+      (never the 2015 bug: a model that hangs is a slofsim bug);
+    booted: the image SLOF loaded ran to its hand-off (sim.handoff) and
+      the kernel stage read its blocks;
+    stalled: the guest waited on a device that never woke (SLOF's virtio
+      timeouts, or the kernel's hung-task check);
+    failed: anything else, with the firmware's E34xx message, why the
+      image stopped, or why the kernel stage failed."""
+    trace = result.trace
+    if result.hung or trace.named("watchdog"):
+        w = trace.named("watchdog")
+        secs = w[0].fields["seconds"] if w else None
+        return "watchdog", ("the simulator's watchdog ended the run" +
+                            (f" after {secs:.0f} s simulated" if secs else ""))
+    drain = hung_in_qemu(result)
+    if drain is not None:
+        f = drain.fields
+        return "hung-in-qemu", (f"the vcpu thread is blocked in QEMU: {f['why']} drains the block layer for "
+                                f"suspended request(s) #{', #'.join(map(str, f['suspended']))}")
     g = result.guest_result or {}
+    linux = g.get("linux") or {}
+    if g.get("stage") == "kernel" and g.get("handed_off") is True and linux.get("ok"):
+        return "booted", ""
+    hung = trace.named("linux_hung_task")
+    if hung:
+        f = hung[0].fields
+        return "stalled", f"the kernel's read of sector {f.get('sector')} never completed " \
+                          f"(hung task after {f.get('seconds')} s)"
+    timeouts = trace.named("virtio_timeout")
+    if timeouts:
+        return "stalled", f"{len(timeouts)} SLOF virtio-blk request(s) timed out"
+    return "failed", _failure(trace, g)
+
+
+def _failure(trace, g: dict) -> str:
+    for e in trace.named("guest_unbounded"):
+        f = e.fields
+        return (f"SLOF would never finish: {f['why']}" if f["kind"] == "loop"
+                else f"model limit, SLOF would go on: {f['why']}")
+    if g.get("stage") == "vm stopped":
+        return f"QEMU stopped the VM ({g.get('run_state')})"
     if g.get("stage") == "kernel":
-        if (g.get("linux") or {}).get("ok"):
-            return "booted"
-        if result.hung or result.trace.named("linux_hung_task"):
-            return "stalled"
-        return "failed"
-    if result.hung or result.trace.named("virtio_timeout"):
-        return "stalled"
-    return "failed"
+        if g.get("handed_off") is not True:
+            return f"the loaded image did not reach its hand-off: {g.get('why')}"
+        return f"the kernel stage failed: {(g.get('linux') or {}).get('reason', 'no result')}"
+    text = "".join(e.fields["data"] for e in trace.named("vty_write"))
+    errors = [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()[:3] == "E34"]
+    limits = [e.fields["what"] for e in trace.named("model_limit")]
+    reason = "; ".join(dict.fromkeys(errors)) or "SLOF stopped without an error message"
+    return reason + (f" (model limit: {'; '.join(dict.fromkeys(limits))})" if limits else "")
+
+
+def outcome(result) -> str:
+    """One of OUTCOMES (see verdict)."""
+    return verdict(result)[0]
 
 
 def kernel_stage(result, kern: Trace) -> dict:
@@ -152,8 +232,11 @@ def kernel_stage(result, kern: Trace) -> dict:
                 notifies.append(e.fields["in_kernel"])
             pending = None
     done = kern.named("kernel_stage_done")
+    mmu_on = kern.named("mmu_on")
     return {
         "kernel_stage": "done" if done else ("failed" if ran else "not reached"),
+        # the guest kernel release the stage followed (firmware_model/linux/releases.py)
+        "kernel_guest": mmu_on[0].fields.get("kernel") if mmu_on else None,
         "kernel_notifies": len(notifies),
         "kernel_notifies_in_kernel": sum(notifies),
         "kernel_notify_exits": len(notifies) - sum(notifies),
@@ -162,6 +245,26 @@ def kernel_stage(result, kern: Trace) -> dict:
         "kernel_interrupts": len(kern.named("external_interrupt")),
         "kernel_irqfd_interrupts": len(kern.named("irqfd_inject")),
         "kernel_requests_completed": sum(1 for e in kern.named("linux_blk_done") if e.fields["status"] == 0),
+    }
+
+
+def grub_stage(trace) -> dict | None:
+    """GRUB's part of the run (firmware_model/grub), from its trace events:
+    None when no GRUB ran."""
+    start = trace.named("grub_start")
+    if not start:
+        return None
+    files = [{"path": e.fields["path"], "bytes": e.fields["bytes"]} for e in trace.named("grub_file_loaded")]
+    prompt = trace.named("grub_prompt")
+    return {
+        "prefix": start[0].fields["prefix"],
+        "config_lines": [e.fields["line"] for e in trace.named("grub_command")],
+        "unknown_commands": [e.fields["command"] for e in trace.named("grub_unknown_command")],
+        "files": files,
+        "bytes_loaded": sum(f["bytes"] for f in files),
+        "disk_reads": len(trace.named("grub_disk_read")),
+        "ended": ("prompt: " + prompt[0].fields["reason"]) if prompt
+                 else ("kernel" if trace.named("grub_boot") else "in GRUB"),
     }
 
 
@@ -178,9 +281,11 @@ def summary(result) -> dict:
     bytes_loaded = sum(r["count"] * 512 for r in block_requests(trace) if r["completed"] and r["type"] == "read")
     reqs = block_requests(trace)
     first_stalled = next((i for i, r in enumerate(reqs, 1) if not r["completed"]), None)   # request #n, from 1
+    outcome_, reason = verdict(result)
     return {
         "scenario": result.scenario.name,
-        "outcome": outcome(result),
+        "outcome": outcome_,
+        "reason": reason,
         "sim_time_us": result.end_ns // 1000,
         "hcalls_in_kernel": len(in_kernel),
         "hcall_exits": len(exits),
@@ -196,6 +301,10 @@ def summary(result) -> dict:
         "first_stalled_request": first_stalled,
         "bytes_loaded": bytes_loaded,
         "phases": phases(result),
+        "grub": (g := grub_stage(trace)),
+        "grub_ended": g["ended"] if g else "not reached",
+        "grub_disk_reads": g["disk_reads"] if g else 0,
+        "grub_bytes_loaded": g["bytes_loaded"] if g else 0,
         **kernel_stage(result, kern),
     }
 
@@ -230,6 +339,7 @@ def to_json(result) -> dict:
     out["block_requests"] = [{k: r[k] for k in ("type", "sector", "count")}
                              for r in block_requests(firmware_trace(result.trace))]
     out["register_accesses"] = register_accesses(result)
+    out["kernel_register_accesses"] = kernel_register_accesses(result)
     out["console"] = result.console.text()
     out["diagnosis"] = diagnose(result)
     out["faults"] = [f.text() for f in result.scenario.faults]
@@ -239,7 +349,7 @@ def to_json(result) -> dict:
 def format_summary(s: dict) -> str:
     exits = ", ".join(f"{n} {k}" for k, n in s["exits_by_hcall"].items()) or "none"
     lines = [
-        f"outcome:             {s['outcome']}",
+        f"outcome:             {s['outcome']}" + (f" ({s['reason']})" if s.get("reason") else ""),
         f"simulated time:      {s['sim_time_us'] / 1e6:.6f} s",
         f"hcalls in kernel:    {s['hcalls_in_kernel']}",
         f"exits to userspace:  {s['hcall_exits']} ({exits})",
@@ -249,9 +359,17 @@ def format_summary(s: dict) -> str:
         f"block requests:      {s['requests_completed']} of {s['requests_submitted']} completed"
         + (f", {s['timeouts']} timed out" if s["timeouts"] else ""),
         f"bytes loaded:        {s['bytes_loaded']}",
+        *([format_grub(s["grub"])] if s.get("grub") else []),
         f"kernel stage:        {kernel_stage_text(s)}",
     ]
     return "\n".join(lines)
+
+
+def format_grub(g: dict) -> str:
+    files = ", ".join(f"{f['path']} {f['bytes']} B" for f in g["files"]) or "none"
+    unknown = f"; unknown commands: {', '.join(g['unknown_commands'])}" if g["unknown_commands"] else ""
+    return (f"GRUB:                {g['prefix']}: {len(g['config_lines'])} grub.cfg lines followed, "
+            f"{g['disk_reads']} disk reads, loaded {files}; ended: {g['ended']}{unknown}")
 
 
 def format_phases(s: dict) -> str:
@@ -284,9 +402,12 @@ def kernel_stage_text(s: dict) -> str:
     """The summary's kernel stage line, after its label."""
     if s["kernel_stage"] == "not reached":
         return s["kernel_stage"]
-    return (f"{s['kernel_stage']}: {s['kernel_requests_completed']} reads, QUEUE_NOTIFY {s['kernel_notifies']} "
+    def n(count, what):
+        return f"{count} {what}{'' if count == 1 else 's'}"
+    return (f"{s['kernel_stage']} (Linux {s['kernel_guest']}): {n(s['kernel_requests_completed'], 'read')}, "
+            f"QUEUE_NOTIFY {s['kernel_notifies']} "
             f"({s['kernel_notifies_in_kernel']} in kernel, {s['kernel_notify_exits']} via QEMU), "
-            f"{s['kernel_mmio_exits']} MMIO exits, {s['kernel_interrupts']} interrupts "
+            f"{n(s['kernel_mmio_exits'], 'MMIO exit')}, {n(s['kernel_interrupts'], 'interrupt')} "
             f"({s['kernel_irqfd_interrupts']} by irqfd)")
 
 

@@ -5,9 +5,11 @@ ScenarioError naming the file, the [table] and key, and what was expected.
 """
 
 import dataclasses
+import math
 import os
 import tomllib
 
+from firmware_model.linux.releases import GUEST_KERNELS, default_guest
 from firmware_model.slof.releases import UnknownRelease as UnknownSlof, release as slof_release
 from sim import faults
 from sim.costs import Costs
@@ -35,9 +37,15 @@ def check_writable(path: str, option: str) -> None:
         os.unlink(path)
 
 
-# hung-in-qemu: the vcpu thread blocked in QEMU (a drain waiting for a
-# request that never completes), not the guest waiting (sim.faults).
-OUTCOMES = ("booted", "stalled", "failed", "hung-in-qemu")
+# sim.report.verdict: booted, stalled (a device never woke), failed (with a
+# reason), watchdog (the simulator's own bound on simulated time),
+# hung-in-qemu (the vcpu thread blocked in QEMU: a drain waiting for a
+# request that never completes, not the guest waiting; sim.faults).
+OUTCOMES = ("booted", "stalled", "failed", "watchdog", "hung-in-qemu")
+VIRTQUEUE_MAX_SIZE = 1024   # include/hw/virtio/virtio.h
+# No single cost may exceed the simulator's watchdog span (sim.machine
+# WATCHDOG_S): one event costing more than the whole run could is a typo.
+MAX_COST_S = 3600.0
 # Figures an [expect] table may pin, with their types.
 EXPECT_KEYS = {
     "outcome": str, "hcalls_in_kernel": int, "hcall_exits": int, "ioeventfd_signals": int,
@@ -46,19 +54,22 @@ EXPECT_KEYS = {
     # the kernel stage (sim.report.kernel_stage)
     "kernel_stage": str, "kernel_notifies": int, "kernel_notifies_in_kernel": int, "kernel_notify_exits": int,
     "kernel_mmio_exits": int, "kernel_ioeventfd_signals": int, "kernel_interrupts": int,
-    "kernel_irqfd_interrupts": int, "kernel_requests_completed": int,
+    "kernel_irqfd_interrupts": int, "kernel_requests_completed": int, "kernel_guest": str,
+    # GRUB (sim.report.grub_stage): "not reached", "kernel" or "prompt: <reason>"
+    "grub_ended": str, "grub_disk_reads": int, "grub_bytes_loaded": int,
 }
 
 SCHEMA = {
-    "": {"description": str, "kernel": dict, "qemu": dict, "machine": dict, "device": dict,
+    "": {"description": str, "kernel": dict, "qemu": dict, "machine": dict, "device": dict, "guest": dict,
          "disk": dict, "firmware": dict, "costs": dict, "expect": dict, "faults": list},
     "kernel": {"version": str, "kvm": str, "host_endian": str, "logical_ci_handlers": bool},
     "qemu": {"version": str, "enable_logical_ci_hcalls": bool, "forward_userspace_kick": bool,
              "emulate_ioeventfd": bool, "disable_modern": bool, "disable-modern": bool},
     "machine": {"ram_mib": int, "kernel": str},
+    "guest": {"kernel": str},
     "device": {"iothread": bool, "ioeventfd": bool, "queue_size": int},
     "disk": {"image": str, "writable": bool, "persist": bool, "part_sectors": int, "part_start": int,
-             "active": bool, "gpt": bool, "gpt_type": str, "size_mib": int},
+             "active": bool, "gpt": bool, "gpt_type": str, "size_mib": int, "layout": str},
     "firmware": {"virtio_timeout_ms": int, "max_prep_partition_blocks": int, "slof": str},
     "costs": {name: float for name in Costs.names()},
     "expect": EXPECT_KEYS,
@@ -91,6 +102,9 @@ class Scenario:
     # "disk": SLOF boots the disk and starts the image it loaded; "direct":
     # QEMU -kernel loads the kernel and SLOF starts it without opening the disk.
     kernel: str = "disk"
+    # The guest kernel after the hand-off (firmware_model/linux/releases.py):
+    # "4.1" big-endian or "6.1" little-endian; by default the QEMU era's.
+    guest_kernel: str = "4.1"
     disk_image: str = "mkdisk"
     disk_writable: bool = False
     disk_persist: bool = False
@@ -110,7 +124,7 @@ def release_defaults(qemu_version: tuple[int, int], overrides: dict | None = Non
     """What a scenario gets from its QEMU release when it does not say."""
     rel = qemu_releases.behaviour(qemu_version).replaced(overrides or {})
     return dict(enable_logical_ci=rel.enable_logical_ci, forward_userspace_kick=rel.userspace_kick != "handle_output",
-                emulate_ioeventfd=rel.emulate_ioeventfd, queue_size=rel.blk_queue_size)
+                emulate_ioeventfd=rel.emulate_ioeventfd, queue_size=rel.blk_queue_size, slof=rel.slof)
 
 
 def _version(path: str, where: str, text: str, table) -> tuple[int, int]:
@@ -218,13 +232,27 @@ def load(path: str) -> Scenario:
         raise ScenarioError(f"{path}: [device] iothread: an iothread needs ioeventfd (the dataplane is "
                             "woken only by its host notifier); expected ioeventfd = true")
     s.queue_size = d.get("queue_size", dflt["queue_size"])
-    if not 1 <= s.queue_size <= 1024 or s.queue_size & (s.queue_size - 1):
-        raise ScenarioError(f"{path}: [device] queue_size: expected a power of two up to 1024, got {s.queue_size}")
+    # hw/block/virtio-blk.c virtio_blk_device_realize refuses "invalid
+    # queue-size property (%u), must be > 2" (added with seg_max =
+    # queue_size - 2, "virtio: make seg_max virtqueue size dependent", 5.0)
+    # and "... must be a power of 2 (max %d)", VIRTQUEUE_MAX_SIZE 1024. The
+    # device model always has the 5.0 seg_max, so the > 2 rule always holds.
+    if s.queue_size <= 2:
+        raise ScenarioError(f"{path}: [device] queue_size: QEMU refuses queue-size {s.queue_size} "
+                            "(virtio_blk_device_realize: must be > 2); expected a power of two 4..1024")
+    if s.queue_size > VIRTQUEUE_MAX_SIZE or s.queue_size & (s.queue_size - 1):
+        raise ScenarioError(f"{path}: [device] queue_size: QEMU refuses queue-size {s.queue_size} "
+                            f"(must be a power of 2, max {VIRTQUEUE_MAX_SIZE}); expected a power of two 4..1024")
     s.ram_mib = m.get("ram_mib", s.ram_mib)
     s.kernel = m.get("kernel", s.kernel)
     if s.kernel not in ("disk", "direct"):
         raise ScenarioError(f"{path}: [machine] kernel: expected \"disk\" (SLOF loads it from the disk) or "
                             f"\"direct\" (QEMU -kernel), got {s.kernel!r}")
+    g = data.get("guest", {})
+    s.guest_kernel = g.get("kernel", default_guest(s.qemu_version, _version(path, "[kernel] version", s.kernel_version, linux_releases)))
+    if s.guest_kernel not in GUEST_KERNELS:
+        raise ScenarioError(f"{path}: [guest] kernel: expected one of {', '.join(sorted(GUEST_KERNELS))} "
+                            f"(4.1 big-endian ppc64, 6.1 little-endian ppc64le), got {s.guest_kernel!r}")
     if not 64 <= s.ram_mib <= 65536:
         raise ScenarioError(f"{path}: [machine] ram_mib: expected 64..65536, got {s.ram_mib}")
     image = disk.get("image", "mkdisk")
@@ -235,7 +263,8 @@ def load(path: str) -> Scenario:
     s.disk_persist = disk.get("persist", False)
     if s.disk_persist and not s.disk_writable:
         raise ScenarioError(f"{path}: [disk] persist: needs writable = true")
-    s.mkdisk = {key: disk[key] for key in ("part_sectors", "part_start", "active", "gpt", "gpt_type", "size_mib")
+    s.mkdisk = {key: disk[key] for key in ("part_sectors", "part_start", "active", "gpt", "gpt_type", "size_mib",
+                                           "layout")
                 if key in disk}
     if s.mkdisk and image != "mkdisk":
         raise ScenarioError(f"{path}: [disk] {next(iter(s.mkdisk))}: only applies to image = \"mkdisk\"")
@@ -259,8 +288,9 @@ def load(path: str) -> Scenario:
                             f"device nodes; not modelled; expected a SLOF from 20150429 on")
     costs = data.get("costs", {})
     for key, v in costs.items():
-        if v < 0:
-            raise ScenarioError(f"{path}: [costs] {key}: expected a non-negative number of seconds, got {v}")
+        if not math.isfinite(v) or not 0 <= v <= MAX_COST_S:
+            raise ScenarioError(f"{path}: [costs] {key}: expected a finite number of seconds in "
+                                f"0..{MAX_COST_S:g}, got {v}")
     s.costs = Costs(**{key: float(v) for key, v in costs.items()})
     s.faults = tuple(_fault(path, i, t) for i, t in enumerate(data.get("faults", []), 1))
     s.expect = data.get("expect", {})

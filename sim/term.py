@@ -15,7 +15,8 @@ import sys
 
 _LAYER_STYLE = {"SLOF": "cyan", "KVM": "magenta", "QEMU": "yellow", "iothread": "green",
                 "qemu-main": "green"}
-_OUTCOME_STYLE = {"booted": "bold green", "stalled": "bold red", "failed": "bold red", "hung-in-qemu": "bold red"}
+_OUTCOME_STYLE = {"booted": "bold green", "stalled": "bold red", "failed": "bold red", "watchdog": "bold yellow",
+                  "hung-in-qemu": "bold red"}
 
 
 def wants_rich(stream=None, *, json: bool = False) -> bool:
@@ -75,7 +76,7 @@ def print_summary(con, s: dict, title: str = "slofsim summary") -> None:
     if s["timeouts"]:
         reqs += f", [red]{s['timeouts']} timed out[/]"
     t = _table("figure", ("value", "left"), title=title)
-    for k, v in (("outcome", _outcome(s["outcome"])),
+    for k, v in (("outcome", _outcome(s["outcome"]) + (f" ({_esc(s['reason'])})" if s.get("reason") else "")),
                  ("simulated time", f"{s['sim_time_us'] / 1e6:.6f} s"),
                  ("hcalls in kernel", str(s["hcalls_in_kernel"])),
                  ("exits to userspace", f"{s['hcall_exits']} ({_esc(exits)})"),
@@ -86,6 +87,9 @@ def print_summary(con, s: dict, title: str = "slofsim summary") -> None:
                  ("bytes loaded", str(s["bytes_loaded"])),
                  ("kernel stage", _esc(kernel_stage_text(s)))):
         t.add_row(k, v)
+    if s.get("grub"):
+        from sim.report import format_grub
+        t.add_row("GRUB", _esc(format_grub(s["grub"]).split(":", 1)[1].strip()))
     con.print(t)
 
 

@@ -19,7 +19,7 @@ def test_run_json_fields_and_exit_codes(capsys):
     assert out["outcome"] == "booted"
     assert out["block_requests"][0] == {"type": "read", "sector": 64, "count": 4}
     # QEMU 2.4's SLOF 20150429 selects queue 0 at PCI probe (no reset at init)
-    assert out["register_accesses"][0] == {"bar": 0, "offset": 14, "size": 2, "rw": "W", "value": 0}
+    assert out["register_accesses"][0] == {"bar": 0, "region": "legacy", "offset": 14, "size": 2, "rw": "W", "value": 0}
     assert main(["run", "dataplane-stall", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["outcome"] == "stalled"
 
@@ -67,7 +67,16 @@ def test_demo_explains_both(capsys):
     ("[disk]\nimage = \"missing.img\"\n", "missing.img: cannot open disk image"),
     ("[disk]\npersist = true\n", "[disk] persist: needs writable = true"),
     ("[expect]\noutcome = \"maybe\"\n", "[expect] outcome: expected one of"),
-    ("[costs]\nhcall_in_kernel = -1\n", "[costs] hcall_in_kernel: expected a non-negative"),
+    ("[costs]\nhcall_in_kernel = -1\n", "[costs] hcall_in_kernel: expected a finite number of seconds"),
+    ("[costs]\nhcall_in_kernel = nan\n", "[costs] hcall_in_kernel: expected a finite number of seconds"),
+    ("[costs]\nhcall_in_kernel = inf\n", "[costs] hcall_in_kernel: expected a finite number of seconds"),
+    ("[costs]\nslof_startup = 1e300\n", "[costs] slof_startup: expected a finite number of seconds in 0..3600"),
+    ("[device]\nqueue_size = 1\n", "[device] queue_size: QEMU refuses queue-size 1 (virtio_blk_device_realize: "
+     "must be > 2)"),
+    ("[device]\nqueue_size = 2\n", "[device] queue_size: QEMU refuses queue-size 2"),
+    ("[device]\nqueue_size = 96\n", "must be a power of 2, max 1024"),
+    ("[device]\nqueue_size = 2048\n", "must be a power of 2, max 1024"),
+    ("[machine]\nram_mib = 65537\n", "[machine] ram_mib: expected 64..65536"),
     ("[kernel\n", "not valid TOML"),
 ])
 def test_bad_scenarios_give_one_line_errors(scenario_file, capsys, text, fragment):
@@ -101,13 +110,14 @@ def test_check_in_parallel_equals_check_in_one_process(capsys):
     assert main(["check", SCENARIOS, "-j", "0"]) == 2
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda p: p.mkdir(), "cannot open disk image"),                                   # a directory
-    (lambda p: p.write_bytes(b"\xfd7zXZ\x00 not really xz"), "not a valid .xz file"),   # corrupt .xz
-    (lambda p: p.write_bytes(b""), "not a valid .xz file"),                               # empty .xz
+@pytest.mark.parametrize("name, make, fragment", [
+    ("disk-dir", lambda p: p.mkdir(), "it is a directory"),                                       # a directory
+    ("disk-dir.xz", lambda p: p.mkdir(), "it is a directory"),                                    # ... named .xz
+    ("bad.img.xz", lambda p: p.write_bytes(b"\xfd7zXZ\x00 not really xz"), "not a valid .xz file"),  # corrupt .xz
+    ("bad.img.xz", lambda p: p.write_bytes(b""), "not a valid .xz file"),                           # empty .xz
 ])
-def test_unreadable_disk_images_are_user_errors(tmp_path, capsys, make, fragment):
-    img = tmp_path / "bad.img.xz"
+def test_unreadable_disk_images_are_user_errors(tmp_path, capsys, name, make, fragment):
+    img = tmp_path / name
     make(img)
     assert main(["run", "dataplane-fixed", "--disk", str(img)]) == 2
     err = capsys.readouterr().err

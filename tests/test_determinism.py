@@ -15,7 +15,7 @@ def _once(name):
 
 
 def test_two_runs_are_byte_identical():
-    for name in ("dataplane-stall", "dataplane-fixed"):
+    for name in ("dataplane-stall", "dataplane-fixed", "guest-6.1-real-grub"):
         assert _once(name) == _once(name)
 
 

@@ -55,6 +55,8 @@ def _boot_start(block: str) -> float:
     return _phase(block, "slof start-up")[0] + _phase(block, "pci probe")[0]
 
 
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five")
+
 # (regex in the prose, what its groups must read, from the shown output).
 PROSE_CLAIMS = [
     (r'a boot that "takes" (\d+) seconds', lambda b: [str(int(_sim_s(b["run-stall"])))]),
@@ -95,13 +97,14 @@ PROSE_CLAIMS = [
     (r"and ([\d.]+) %\s+\((\d+) ms\) to SLOF's whole disk part",
      lambda b: [f"{_phase(b['run-fixed-tail'], 'boot')[1]:.1f}",
                 f"{1000 * _phase(b['run-fixed-tail'], 'boot')[0]:.0f}"]),
-    (r"and makes (\d+) reads", lambda b: [re.search(r"done: (\d+) reads", b["run-fixed-tail"]).group(1)]),
+    (r"and makes (\w+) read", lambda b: [NUMBER_WORDS[int(re.search(r"done \(Linux [\d.]+\): (\d+) reads?",
+                                                                   b["run-fixed-tail"]).group(1))]]),
     (r"Almost all of its ([\d.]+) s", lambda b: [f"{_phase(b['run-fixed-tail'], 'kernel virtio-blk')[0]:.2f}"]),
     (r"`sim/costs.py`, ([\d.]+) s, marked ASSUMPTION", lambda b: [f"{Costs().linux_boot_to_probe:g}"]),
 ]
 # Numbers in the prose that quote no output: versions, years, the
 # capability's number, list numbering.
-PROSE_FACTS = [r"\b2015\b", r"SLOF \d{8}\b", r"Linux\s+\d\.\d", r"QEMU \d\.\d(?: to \d\.\d)?", r"a 4\.1 kernel", r"capability 104",
+PROSE_FACTS = [r"\b2015\b", r"64 KiB page-cache page", r"SLOF \d{8}\b", r"Linux\s+\d\.\d", r"QEMU \d\.\d(?: to \d\.\d)?", r"a 4\.1 kernel", r"capability 104",
                r"\*\*ENABLE_CAP\(104\)\*\*", r"^\d+\. "]
 
 

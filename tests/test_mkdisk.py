@@ -91,8 +91,8 @@ def _run(payload: bytes, load_addr: int):
     from firmware_model.slof import elf as loader
     ram = GuestRAM(0x2000000)
     ram.write(0x4000, payload)                   # load-base
-    kind, entry, _ = loader.load(ram, 0x4000, len(payload))
-    nip, _toc = loader.entry_point(ram, kind, entry)
+    image = loader.load(ram, 0x4000, len(payload), ram.size)
+    nip, _toc = loader.entry_point(ram, image.kind, image.entry)
     cpu = PowerCPU(ram)
     console, calls = bytearray(), []
     coro = execute(cpu, nip)

@@ -32,3 +32,13 @@ def test_fixed_boot_every_kick_flows_to_the_dataplane(tmp_path):
 def test_stall_trace_shows_a_dropped_kick(tmp_path):
     events = _trace(tmp_path, "dataplane-stall")
     assert any("drop" in e.get("name", "").lower() for e in events)
+
+
+def test_every_register_access_shows_with_its_value(tmp_path):
+    """--trace: one instant per access the device saw, named by register,
+    direction and value; the kernel stage's MSI-X table accesses included."""
+    events = _trace(tmp_path, "guest-6.1-real-grub")
+    regs = [e for e in events if e.get("cat") == "register"]
+    assert any(e["name"] == "GUEST_FEATURES W 0x30006e74" for e in regs)
+    msix = [e["args"] for e in regs if e["args"]["region"] == "msix-table"]
+    assert len(msix) == 18 and {"rw": "W", "offset": 0xC, "size": 4, "value": "0x0", "region": "msix-table"} in msix

@@ -37,7 +37,7 @@ def _got_requests(r):
 
 def _seen(r):
     """The accesses the device saw (with an ioeventfd the notifies never reach it)."""
-    return [{k: e.fields[k] for k in ("bar", "offset", "size", "rw", "value")}
+    return [{k: e.fields[k] for k in ("bar", "region", "offset", "size", "rw", "value")}
             for e in report.firmware_trace(r.trace).named("virtio_pci_access")]
 
 

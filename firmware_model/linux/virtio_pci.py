@@ -2,9 +2,10 @@
 
 virtio_pci_legacy.c (BAR 0 registers) and virtio_pci_modern.c (the virtio
 1.0 capabilities). Accessors are ppc64's ioread*/iowrite*
-(arch/powerpc/include/asm/io.h): 8-bit ones plain, 16/32-bit ones the
-byte-reversed lhbrx/lwbrx/sthbrx/stwbrx, so the device sees little-endian
-values from a big-endian kernel. Every access is an MMU-on load or store
+(arch/powerpc/include/asm/io.h, in_le16/out_le32...): on a big-endian
+kernel the 16/32-bit ones are the byte-reversed lhbrx/lwbrx/sthbrx/stwbrx,
+on a little-endian (MSR[LE]) kernel plain lhz/lwz/sth/stw; either way the
+device sees little-endian values. Every access is an MMU-on load or store
 that traps to KVM's MMIO emulation.
 """
 
@@ -22,32 +23,30 @@ class KernelIoError(Exception):
     """The kernel stage could not complete its I/O (probe failed, timed out)."""
 
 
-def _bswap(value: int, size: int) -> int:
-    return int.from_bytes(value.to_bytes(size, "little"), "big") if size > 1 else value
-
-
 class _Mmio:
-    """ioread/iowrite on ppc64: byte accesses plain, wider ones byte-reversed."""
+    """ioread/iowrite on ppc64: byte accesses plain; wider ones
+    byte-reversed on a big-endian kernel, plain on a little-endian one."""
 
     def __init__(self, cpu):
         self.cpu = cpu
 
     async def ioread(self, size: int, addr: int) -> int:
-        return await self.cpu.load(addr, size, byte_reversed=size > 1)
+        return await self.cpu.load(addr, size, byte_reversed=size > 1 and not self.cpu.msr_le)
 
     async def iowrite(self, size: int, addr: int, value: int) -> None:
-        await self.cpu.store(addr, size, value, byte_reversed=size > 1)
+        await self.cpu.store(addr, size, value, byte_reversed=size > 1 and not self.cpu.msr_le)
 
 
 class LegacyPci(_Mmio):
     """virtio_pci_legacy.c over BAR 0 (the I/O window, memory-mapped on spapr)."""
     modern = False
 
-    def __init__(self, cpu, base: int):
+    def __init__(self, cpu, base: int, queue_sel_every_access: bool):
         super().__init__(cpu)
         self.base = base
         self.msix = False
         self.isr = base + VIRTIO_PCI_ISR
+        self.sel_each = queue_sel_every_access
 
     async def get_status(self) -> int:
         return await self.ioread(1, self.base + VIRTIO_PCI_STATUS)
@@ -70,15 +69,25 @@ class LegacyPci(_Mmio):
         await self.iowrite(2, self.base + VIRTIO_MSI_CONFIG_VECTOR, vector)
         return await self.ioread(2, self.base + VIRTIO_MSI_CONFIG_VECTOR)
 
-    async def setup_vq(self, index: int, ring: int, msix_vec: int):
-        """setup_vq: (num, notify address, vector) or None (-ENOENT)."""
-        await self.iowrite(2, self.base + VIRTIO_PCI_QUEUE_SEL, index)
-        num = await self.ioread(2, self.base + VIRTIO_PCI_QUEUE_NUM)
-        if not num or await self.ioread(4, self.base + VIRTIO_PCI_QUEUE_PFN):
+    async def _sel(self, index: int, first: bool) -> None:
+        """QUEUE_SEL: once per setup_vq (4.1), or before every queue
+        register (the vp_legacy_* helpers of virtio_pci_legacy_dev.c)."""
+        if first or self.sel_each:
+            await self.iowrite(2, self.base + VIRTIO_PCI_QUEUE_SEL, index)
+
+    async def setup_vq(self, index: int, alloc_ring, msix_vec: int):
+        """setup_vq: (num, (desc, avail, used), notify address, vector) or
+        None (-ENOENT). alloc_ring(num) places and zeroes the vring."""
+        await self._sel(index, True)
+        num = await self.ioread(2, self.base + VIRTIO_PCI_QUEUE_NUM)         # vp_legacy_get_queue_size
+        await self._sel(index, False)
+        if not num or await self.ioread(4, self.base + VIRTIO_PCI_QUEUE_PFN):  # vp_legacy_get_queue_enable
             return None
-        self.cpu.ram.write(ring, bytes(vring_size(num)))
+        ring = alloc_ring(num, vring_size(num))
+        await self._sel(index, False)                                         # vp_legacy_set_queue_address
         await self.iowrite(4, self.base + VIRTIO_PCI_QUEUE_PFN, ring >> VIRTIO_PCI_QUEUE_ADDR_SHIFT)
-        if msix_vec != VIRTIO_MSI_NO_VECTOR:
+        if msix_vec != VIRTIO_MSI_NO_VECTOR:                                  # vp_legacy_queue_vector
+            await self._sel(index, False)
             await self.iowrite(2, self.base + VIRTIO_MSI_QUEUE_VECTOR, msix_vec)
             msix_vec = await self.ioread(2, self.base + VIRTIO_MSI_QUEUE_VECTOR)
         return num, vring_addrs(ring, num), self.base + VIRTIO_PCI_QUEUE_NOTIFY, msix_vec
@@ -86,24 +95,26 @@ class LegacyPci(_Mmio):
     async def enable_vqs(self, index: int) -> None:
         """Legacy queues are live once QUEUE_PFN is set."""
 
-    async def read_config(self, offset: int, size: int) -> int:
-        """vp_get: byte by byte (ioread8) into memory, read back as a
-        native (big-endian) value: legacy config is guest-endian."""
+    async def read_config(self, offset: int, size: int) -> bytes:
+        """vp_get: byte by byte (ioread8) into memory; the caller's
+        virtio_cread gives the bytes their order (the guest's own)."""
         off = self.base + (24 if self.msix else 20) + offset
         raw = bytearray()
         for i in range(size):
             raw.append(await self.ioread(1, off + i))
-        return int.from_bytes(raw, "big")
+        return bytes(raw)
 
 
 class ModernPci(_Mmio):
     """virtio_pci_modern.c over the four virtio 1.0 structures."""
     modern = True
 
-    def __init__(self, cpu, common: int, isr: int, device: int, notify: int, notify_mult: int):
+    def __init__(self, cpu, common: int, isr: int, device: int, notify: int, notify_mult: int,
+                 queue_sel_every_access: bool = False):
         super().__init__(cpu)
         self.common, self.isr, self.device = common, isr, device
         self.notify, self.notify_mult = notify, notify_mult
+        self.sel_each = queue_sel_every_access
 
     def _c(self, field: str) -> int:
         return self.common + COMMON_CFG[field]
@@ -135,19 +146,38 @@ class ModernPci(_Mmio):
         await self.iowrite(2, self._c("msix_config"), vector)
         return await self.ioread(2, self._c("msix_config"))
 
-    async def setup_vq(self, index: int, ring: int, msix_vec: int):
-        await self.iowrite(2, self._c("queue_select"), index)
+    async def _sel(self, index: int, first: bool) -> None:
+        """queue_select: once per setup_vq (4.1), or inside every
+        vp_modern_* queue helper (virtio_pci_modern_dev.c, 6.1)."""
+        if first or self.sel_each:
+            await self.iowrite(2, self._c("queue_select"), index)
+
+    async def setup_vq(self, index: int, alloc_ring, msix_vec: int):
+        """setup_vq: num_queues first, then (4.1) select, size, enable,
+        notify_off, ring, vector; (6.1, vp_modern_*) size, enable, ring,
+        notify_off, vector, each helper selecting the queue again."""
+        if index >= await self.ioread(2, self._c("num_queues")):
+            return None
+        await self._sel(index, True)
         num = await self.ioread(2, self._c("queue_size"))
+        await self._sel(index, False)
         if not num or await self.ioread(2, self._c("queue_enable")):
             return None
-        off = await self.ioread(2, self._c("queue_notify_off"))
-        self.cpu.ram.write(ring, bytes(vring_size(num)))
+        if not self.sel_each:
+            off = await self.ioread(2, self._c("queue_notify_off"))
+        ring = alloc_ring(num, vring_size(num))
         desc, avail, used = vring_addrs(ring, num)
+        await self._sel(index, False)
         await self.iowrite(2, self._c("queue_size"), num)
+        await self._sel(index, False)
         for name, addr in (("desc", desc), ("avail", avail), ("used", used)):
             await self.iowrite(4, self._c(f"queue_{name}_lo"), addr & 0xFFFFFFFF)
             await self.iowrite(4, self._c(f"queue_{name}_hi"), addr >> 32)
-        if msix_vec != VIRTIO_MSI_NO_VECTOR:
+        if self.sel_each:                                     # vp_modern_map_vq_notify
+            await self._sel(index, False)
+            off = await self.ioread(2, self._c("queue_notify_off"))
+        if msix_vec != VIRTIO_MSI_NO_VECTOR:                  # vp_modern_queue_vector
+            await self._sel(index, False)
             await self.iowrite(2, self._c("queue_msix_vector"), msix_vec)
             msix_vec = await self.ioread(2, self._c("queue_msix_vector"))
         return num, (desc, avail, used), self.notify + off * self.notify_mult, msix_vec
@@ -157,15 +187,15 @@ class ModernPci(_Mmio):
         await self.iowrite(2, self._c("queue_select"), index)
         await self.iowrite(2, self._c("queue_enable"), 1)
 
-    async def read_config(self, offset: int, size: int) -> int:
-        """vp_get: ioread8/16/32 by size (64 as two 32s), little-endian,
-        inside a config_generation check (__virtio_cread_many)."""
+    async def read_config(self, offset: int, size: int) -> bytes:
+        """vp_get: ioread8/16/32 by size (64 as two 32s), little-endian;
+        the 8-byte read inside a config_generation check (__virtio_cread_many)."""
         while True:
-            gen = await self.ioread(1, self._c("config_generation"))
+            gen = await self.ioread(1, self._c("config_generation")) if size == 8 else None
             if size == 8:
                 value = await self.ioread(4, self.device + offset)
                 value |= await self.ioread(4, self.device + offset + 4) << 32
             else:
                 value = await self.ioread(size, self.device + offset)
-            if await self.ioread(1, self._c("config_generation")) == gen:
-                return value
+            if gen is None or await self.ioread(1, self._c("config_generation")) == gen:
+                return value.to_bytes(size, "little")

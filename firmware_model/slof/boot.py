@@ -11,7 +11,7 @@ from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK, PCI_VENDOR_ID_REDHAT_QUMR
 from sim.cpu import execute
 from firmware_model.slof.deblocker import Deblocker
 from firmware_model.slof.disk_label import DiskLabel
-from firmware_model.slof.elf import ElfError, entry_point, load as elf_load
+from firmware_model.slof.elf import GO_WORDS, BadExecutable, ClaimFailed, entry_point, load as elf_load
 from firmware_model.hvcall import HvCalls
 from firmware_model.rtas_pci import Phb, PciFunction
 from firmware_model.slof.releases import LOGO
@@ -50,10 +50,21 @@ def welcome(rel) -> str:
             "  http://www.opensource.org/licenses/bsd-license.php\r\n\r\n")
 
 
-def prompt(rel) -> str:
-    """E3407, then (until 2f1e6a7) the logo, the help lines, the prompt."""
-    return ("\r\n\r\nE3407: Load failed\r\n\r\n" + (LOGO if rel.logo else "") + rel.help_lines
-            + "\r\n\r\nReady! \r\n0 > ")
+def prompt(rel, e3407: bool = True) -> str:
+    """E3407, then (until 2f1e6a7) the logo, the help lines, the prompt.
+    `boot` (boot.fs) prints E3407 only when no device loaded anything; after
+    a loaded image failed at go time (E3403/E3406) load-next just runs out."""
+    return (("\r\n\r\nE3407: Load failed\r\n\r\n" if e3407 else "\r\n\r\n") + (LOGO if rel.logo else "")
+            + rel.help_lines + "\r\n\r\nReady! \r\n0 > ")
+
+# SLOF's own memory (image, heap, FDT) below the top of RAM: an ELF segment
+# (elf-claim-segment) or a client `claim` reaching above it fails. Measured
+# with 1 GiB: [0x3daef000,+4 KiB) claimed, [0x3daf0000,+4 KiB) "already in use"
+# (tests/data/real-grub/elf-claim-bisect.txt). ASSUMPTION: the same distance
+# from the top for other RAM sizes, as RING_BELOW_TOP.
+CLAIM_BELOW_TOP = 0x40000000 - 0x3DAF0000   # SLOF 20220719 with 1 GiB: claims end at 0x3daf0000
+
+NO_GO = "\r\nE3403: Bad executable:   \r\n\r\nE3406: Client application returned an error.\r\n"
 
 
 class Slof:
@@ -72,8 +83,10 @@ class Slof:
         self.hdr, self.status, self.block, self.scratch = data + 0x100, data + 0x200, data + 0x1000, data + 0x2000
         self.chrp_block, self.chrp_scratch = data + 0x4000, data + 0x5000   # a second disk-label instance
         self.data = data
+        self.claim_limit = top - CLAIM_BELOW_TOP
         self.phb = Phb(device_tree["phb"])
         self.disks: dict[str, tuple] = {}
+        self.client_program = None   # async (slof, kind, entry, segments, dev) -> result or None
         self.transports: dict[str, object] = {}
         self.aliases: dict[str, str] = {}
 
@@ -158,6 +171,7 @@ class Slof:
         kernel = self.dt.get("chosen", {}).get("qemu,boot-kernel")
         if kernel is not None:
             return await self.boot_from_memory(*kernel)
+        loaded = False
         for entry in BOOT_DEVICE:
             dev = self.aliases.get(entry, entry)      # de-alias
             shown = dev if self.rel.boot_line_full_path else entry     # 3a00f80
@@ -166,9 +180,12 @@ class Slof:
                 await self.print("\r\nE3405: No such device")
                 continue
             result = await self.load_from_disk(dev)
+            if result == "no-go":
+                loaded = True
+                continue
             if result is not None:
                 return result
-        await self.print(prompt(self.rel))
+        await self.print(prompt(self.rel, e3407=not loaded))
         self.phase("forth prompt")
         return {"stage": "prompt"}
 
@@ -207,16 +224,26 @@ class Slof:
             return None
         self.phase("elf load", bytes=size)
         try:
-            kind, e_entry, copied = elf_load(self.cpu.ram, LOAD_BASE, size)
-        except ElfError as exc:
-            await fn.disable()
-            self.trace.emit("guest", "elf_error", code=exc.code, reason=str(exc))
-            await self.print(f"\r\nE3403: Bad executable:   {exc}" if exc.code else f"{exc}\r\n")
+            image = elf_load(self.cpu.ram, LOAD_BASE, size, self.claim_limit)
+        except BadExecutable as exc:
+            # load-elf-init leaves `go` as no-go; close-dev, then (go-and-catch).
+            self.trace.emit("guest", "elf_error", reason=exc.reason)
+            await self.print(exc.console)
+            await fn.disable()            # close-dev
+            await self.print(NO_GO)
+            self.phase("no-go", reason=exc.reason)
+            return "no-go"
+        except ClaimFailed as exc:
+            self.trace.emit("guest", "elf_error", reason=f"claim failed: {exc}")
+            await self.print(ClaimFailed.CONSOLE)
+            await fn.disable()            # close-dev
             return None
-        await self.cpu.compute(self.costs.slof_copy_per_byte * copied)
+        await self.cpu.compute(self.costs.slof_copy_per_byte * image.copied)
+        self.trace.emit("guest", "elf_loaded", go=GO_WORDS[image.kind], entry=image.entry,
+                        segments=len(image.segments), bytes=image.copied)
         await self.print("  Successfully loaded\r\n")
         await fn.disable()                # close-dev
-        return await self.start_kernel(kind, e_entry)
+        return await self.start_kernel(image.kind, image.entry, image.segments, dev)
 
     async def boot_from_memory(self, addr: int, size: int) -> dict:
         """QEMU -kernel: /chosen/qemu,boot-kernel = <addr size> names the
@@ -228,9 +255,20 @@ class Slof:
         # go-64 on a big-endian ELFv1 image: through its function descriptor
         return await self.start_kernel(2, addr)
 
-    async def start_kernel(self, kind: int, e_entry: int) -> dict:
-        """The hand-off: r2 = TOC, r3-r5 = 0, jump to the entry."""
-        nip, toc = entry_point(self.cpu.ram, kind, e_entry)
+    async def start_kernel(self, kind: int, e_entry: int, segments=(), dev=None) -> dict:
+        """The hand-off: r2 = TOC, r3-r5 = 0, jump to the entry. A loaded
+        program the machine models itself (GRUB) runs through `client_program`
+        with SLOF's client interface on the boot device."""
+        if self.client_program is not None and dev is not None:
+            result = await self.client_program(self, kind, e_entry, segments, dev)
+            if result is not None:
+                return result
+        target = entry_point(self.cpu.ram, kind, e_entry)
+        if target is None:
+            stop = f"data access outside RAM at 0x{e_entry:x} (function descriptor)"
+            self.trace.emit("guest", "guest_stop", reason=stop, nip=e_entry)
+            return {"stage": "kernel", "entry": e_entry, "stop": stop}
+        nip, toc = target
         self.phase("kernel", entry=nip)
         self.trace.emit("guest", "kernel_entry", e_entry=e_entry, nip=nip, toc=toc)
         cpu = self.cpu

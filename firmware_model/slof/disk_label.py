@@ -29,11 +29,23 @@ taken unchecked (32-bit entry LBA, no size cap, no "EFI PART"), seek-pos
 advances by gpt-part-size * i after entry i, and the CHRP open tries no
 GPT FAT partition.
 
-Model limits (real SLOF has none, and would spin): an EBR chain is followed
-for at most MAX_EBR_WALK sectors and a GPT array for at most
-MAX_GPT_ENTRIES entries; a filesystem found by the CHRP probe (FAT, ext2,
-ISO9660 inside partition 1) is reported as a trace event and not loaded
-from.
+Bounds. SLOF bounds only the GPT entry size (`gpt-part-size
+block-array-size >`, :424) and an entry count of 0 (:470, :508); its EBR
+walks (:206-215, :249-265) and GPT entry loops have no bound. The model
+keeps SLOF's reads but ends the boot (GuestUnbounded, outcome "failed"
+with the reason) where real SLOF would not finish:
+- an EBR chain that comes back to a sector it read: the walk's state is
+  the sector (a failed read leaves `block` as it was, so the same next
+  pointer follows), so count-dos-logical-partitions would spin forever;
+- more than MAX_LOGICAL_PARTITIONS logical partitions: SLOF re-walks the
+  chain from its start for each one (load-from-dos-boot-partition calls
+  find-dos-partition for every i), so its reads grow with the square of
+  the chain; 59 logical partitions (63 in all, the partitions a Linux IDE
+  disk's 64 minors held) cost about 1,900 reads;
+- more than MAX_GPT_ENTRIES entries scanned without a match: SLOF would
+  read up to 2^32 - 1 of them, one read each.
+A filesystem found by the CHRP probe (FAT, ext2, ISO9660 inside partition
+1) is reported as a trace event and not loaded from.
 """
 
 from sim.abi import gpt as G
@@ -44,8 +56,17 @@ from sim.abi.mbr import (
 MAX_PREP_PARTITION_BLOCKS = 65536   # d# 65536 value max-prep-partition-blocks (:22)
 BLOCK_ARRAY_SIZE = 4096             # d# 4096 CONSTANT block-array-size (:23)
 EXT2_MAGIC = 0xEF53
-MAX_EBR_WALK = 1024
-MAX_GPT_ENTRIES = 1 << 16
+MAX_LOGICAL_PARTITIONS = 63 - 4     # model limit (see above)
+MAX_GPT_ENTRIES = 1024              # model limit: 8 x the usual 128-entry array
+
+
+class GuestUnbounded(Exception):
+    """SLOF would not finish here: a loop it never leaves (kind "loop"), or
+    work past a documented model limit (kind "limit")."""
+
+    def __init__(self, kind: str, why: str):
+        super().__init__(why)
+        self.kind = kind
 
 
 class DiskLabel:
@@ -123,24 +144,39 @@ class DiskLabel:
     async def _walk_ebrs(self, start: int, want: int | None) -> tuple[int, tuple | None]:
         """The EBR walk of count-dos-logical-partitions (:206-215) or, with
         want, of find-dos-partition (:249-265). Entry 2's start is relative
-        to the first EBR (lpart-start)."""
+        to the first EBR (lpart-start). Linear: each sector once, or
+        GuestUnbounded."""
         part_start = lpart_start = start
         count = 0
-        for _ in range(MAX_EBR_WALK):
+        seen = set()
+        while True:
+            if part_start in seen:
+                self._unbounded("loop", f"the EBR chain from sector {start} comes back to sector {part_start} "
+                                "(disk-label.fs walks it with no bound)")
+            seen.add(part_start)
             await self.read_sector(part_start)                    # read EBR
             first = self._entry(1)
             if first.lba_start:
                 count += 1
                 if want is not None and count == want:
                     return count, self._params(part_start, first)
+                if count > MAX_LOGICAL_PARTITIONS:
+                    self._unbounded("limit", f"more than {MAX_LOGICAL_PARTITIONS} logical partitions in the "
+                                    f"EBR chain from sector {start} (SLOF re-walks it for each one)")
             elif want is not None:
                 return count, None                                # find-dos-partition stops here
             nxt = self._entry(2).lba_start
             if not nxt:
                 return count, None
-            part_start = lpart_start + nxt
-        self.trace.emit("guest", "model_limit", what="EBR chain", sectors=MAX_EBR_WALK)
-        return count, None
+            # Modulo 2^32, as measured: real SLOF (20220719, QEMU 7.2) follows a
+            # next pointer of 0xFFFFFFCE from an extended partition at 100 to
+            # the EBR at sector 50 and boots from it; 0xFFFFFFFF ends on the
+            # empty sector 99 (E3404). Where the Forth wraps is not pinned.
+            part_start = (lpart_start + nxt) & 0xFFFF_FFFF
+
+    def _unbounded(self, kind: str, why: str):
+        self.trace.emit("guest", "guest_unbounded", kind=kind, why=why)
+        raise GuestUnbounded(kind, why)
 
     async def count_dos_logical(self) -> int:
         """count-dos-logical-partitions (:199-220). `i partition>part-entry`
@@ -226,10 +262,10 @@ class DiskLabel:
         """The entry loop of :471-489 / :508-526: one read of gpt-part-size
         bytes at seek-pos per entry, until an entry of one of `types`."""
         n = G.gpt_header.parse(self.ram.read(self.block, G.HEADER_SIZE)).num_part_entries
-        if n > MAX_GPT_ENTRIES:
-            self.trace.emit("guest", "model_limit", what="GPT entries", entries=n, scanned=MAX_GPT_ENTRIES)
-            n = MAX_GPT_ENTRIES
-        for i in range(1, n + 1):
+        for i in range(1, n + 1):                                 # 0 entries: false (:470)
+            if i > MAX_GPT_ENTRIES:
+                self._unbounded("limit", f"no matching GPT entry in the first {MAX_GPT_ENTRIES} of "
+                                f"{n} (SLOF reads each one)")
             await self.read_at(self.block, self.seek_pos, self.gpt_part_size)
             e = G.gpt_entry.parse(self.ram.read(self.block, G.ENTRY_SIZE))
             if e.type_guid in types:

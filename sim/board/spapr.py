@@ -180,6 +180,12 @@ class SpaprMachine:
                         ret=uapi.errno_name(ret))
         return ret
 
+    def cpu_virtio_is_big_endian(self) -> bool | None:
+        """virtio_current_cpu_endian for a reset the vcpu thread causes
+        (current_cpu): ppc_cpu_is_big_endian, !MSR[LE]; None off a vcpu."""
+        cpu = getattr(self, "current_cpu", None)
+        return None if cpu is None else not cpu.msr_le
+
     def msi_send(self, address: int, data: int, actor: str) -> None:
         """msix_notify -> msi_send_message: a 4-byte store of data to the
         MSI window, spapr_msi_write -> qemu_irq_pulse(XICS irq data) ->
@@ -247,6 +253,9 @@ class SpaprMachine:
             irqs = self.msi_irqs.get(args[0], [])
             if args[3] >= len(irqs):
                 return [-3 & 0xFFFFFFFF]
+            # trace_spapr_pci_rtas_ibm_query_interrupt_source_number(ioa_intr_num, intr_num)
+            self.trace.emit("qemu-vcpu", "spapr_pci_rtas_ibm_query_interrupt_source_number", ioa=args[3],
+                            irq=irqs[args[3]])
             return [0, irqs[args[3]], 1]      # status, XICS irq, 1: edge (an MSI)
         # spapr_rtas_call, unknown token: only rets[0] is stored (nret is the
         # guest's and may be anything).
@@ -295,6 +304,8 @@ class SpaprMachine:
 
     async def kvm_cpu_exec(self, vcpu) -> object:
         """qemu_kvm_cpu_thread_fn / kvm_cpu_exec: returns the guest model's result."""
+        trace, costs = self.trace, self.costs
+        self.current_cpu = vcpu.cpu
         while True:
             run = await vcpu.ioctl_run()
             if run.exit_reason == SIM_GUEST_IDLE:

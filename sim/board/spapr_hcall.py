@@ -53,6 +53,7 @@ class SpaprHcalls:
         if reg != papr.SPAPR_VTY_REG and reg != 0 or length > 16:
             return papr.H_PARAMETER
         data = (args[2].to_bytes(8, "big") + args[3].to_bytes(8, "big"))[:length]
+        self.m.trace.emit("qemu-vcpu", "vty_write", data=data.decode("latin-1"))
         self.m.console.write(data)
         return papr.H_SUCCESS
 

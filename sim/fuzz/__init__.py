@@ -32,15 +32,24 @@ checks what the guest saw:
   the data read) or does what QEMU does: IOERR/UNSUPP, or virtio_error with
   QEMU's reason, after which the queue is not served until reset.
 
+The oracle predicts, it never reads back: the enable bits and ioeventfds
+are its own, computed from the KVM_ENABLE_CAP and KVM_IOEVENTFD calls made
+to the VM (each call's return value predicted too), and a ring's one QEMU
+message comes from its own virtqueue_pop (sim/fuzz/ref_ring.py).
+
+Hostile disks (sim/fuzz/disks.py) take a quarter of a campaign: whole boots
+of a corrupted MBR, EBR chain, GPT or ELF, checked for "ends within a
+bound", "no host exception" and "booted implies the marker".
+
 Choices come from a Chooser, so the same generators serve hypothesis
 (tests/test_hostile.py) and `slofsim fuzz` (random.Random(seed)).
 """
 
 from sim.fuzz.campaign import campaign, cmd_fuzz, run_case
 from sim.fuzz.cases import (
-    DISK, MMIO_CONFIGS, RAM_SIZE, RTAS_BUF, SERVING, Blk, Case, Hcall, Mmio, Pfn, Ring, Rtas, gen_case,
+    DISK, MMIO_CONFIGS, RAM_SIZE, RTAS_BUF, SERVING, Blk, Case, Event, Hcall, Mmio, Pfn, Ring, Rtas, gen_case,
     word_for,
 )
 
-__all__ = ["DISK", "MMIO_CONFIGS", "RAM_SIZE", "RTAS_BUF", "SERVING", "Blk", "Case", "Hcall", "Mmio", "Pfn",
+__all__ = ["DISK", "MMIO_CONFIGS", "RAM_SIZE", "RTAS_BUF", "SERVING", "Blk", "Case", "Event", "Hcall", "Mmio", "Pfn",
            "Ring", "Rtas", "campaign", "cmd_fuzz", "gen_case", "run_case", "word_for"]

@@ -28,6 +28,9 @@ from sim.fuzz.cases import (
 )
 from sim.fuzz.faults import gen_fault_case, run_fault_case
 from sim.fuzz.guest import HostileGuest, Oracle
+from sim.fuzz.disks import KINDS as DISK_KINDS, gen_disk_case, run_disk_case
+
+DISK_SHARE = 0.25   # of the campaign's wall time spent booting hostile disks
 
 # -- running a case --------------------------------------------------------
 
@@ -40,10 +43,10 @@ async def _machine(case: Case, result: CaseResult, disk_file: str | None) -> Non
                else BlockBackend.from_bytes(DISK, "fuzz-disk", writable=case.writable))
     ram = GuestRAM(RAM_SIZE)
     vm = KvmVm(KernelConfig(scn.kernel_version, scn.kvm, scn.host_endian), ram, trace, scn.costs)
-    m = SpaprMachine(scn, vm, ram, backend, trace, scn.costs, Console(trace))
+    oracle = Oracle(None, vm, trace, result, case.config)   # sees every ENABLE_CAP and IOEVENTFD call
+    m = oracle.m = SpaprMachine(scn, vm, ram, backend, trace, scn.costs, Console(trace))
     cpu = PowerCPU(ram)
     vcpu = vm.create_vcpu(cpu)
-    oracle = Oracle(m, vm, trace, result)
     vcpu.load_guest(HostileGuest(cpu, m, case, oracle).main())
     try:
         run_result, hung = await m.run(vcpu, WATCHDOG_S)
@@ -113,6 +116,8 @@ class Campaign(Tally):
     sim_time: float = 0.0
     interrupted: bool = False       # Ctrl-C ended it before its budget
     wall_s: float = 0.0             # wall seconds it ran
+    disks: Counter = dataclasses.field(default_factory=Counter)         # (kind, outcome) -> boots
+    worst_disk: tuple = (0.0, None)                                     # (wall s, case)
 
     @property
     def ok(self) -> bool:
@@ -129,18 +134,35 @@ class Campaign(Tally):
             self.hangs.append((case, r.hung))
         self.violations += [(case, v) for v in r.violations]
 
+    def add_disk(self, case, r) -> None:
+        """A hostile-disk boot: its violations (host exception, hang,
+        watchdog, booted without the marker) count with the others."""
+        self.disks[(case.kind, r.outcome or "no outcome")] += 1
+        self.sim_time += r.sim_s
+        if r.wall_s > self.worst_disk[0]:
+            self.worst_disk = (r.wall_s, case)
+        self.violations += [(case, v) for v in r.violations]
 
 def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | None = None,
-             on_case=lambda c: None) -> Campaign:
-    """Cases until the budget is spent or Ctrl-C; on_case(campaign) after each."""
+             on_case=lambda c: None, disks: bool = True) -> Campaign:
+    """Hostile guests, and (with disks) hostile disks for DISK_SHARE of the
+    time, until the budget is spent or Ctrl-C; on_case(campaign) after each."""
     import random
     ch = RandomChooser(random.Random(seed))
+    disk_ch = RandomChooser(random.Random(f"disks-{seed}"))   # its own stream: the guests' cases stay the seed's
     c = Campaign()
     start = clock()
+    disk_time = 0.0
     try:
         while True:
-            case = gen_case(ch)
-            c.add(case, run_case(case, disk_file=disk_file))
+            if disks and disk_time <= DISK_SHARE * (clock() - start):
+                t = clock()
+                dcase = gen_disk_case(disk_ch)
+                c.add_disk(dcase, run_disk_case(dcase))
+                disk_time += clock() - t
+            else:
+                case = gen_case(ch)
+                c.add(case, run_case(case, disk_file=disk_file))
             if c.cases % 4 == 3:        # every fourth machine: SLOF under random faults (sim.fuzz.faults)
                 fcase = gen_fault_case(ch)
                 c.add(fcase, run_fault_case(fcase))
@@ -148,7 +170,9 @@ def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | N
             on_case(c)
             if c.wall_s >= seconds:
                 return c
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not is_interrupt(exc):      # Ctrl-C, however trio wrapped it; anything else goes on up
+            raise
         c.interrupted = True
         c.wall_s = clock() - start
         return c
@@ -169,6 +193,12 @@ def format_campaign(c: Campaign, seconds: float, seed: int) -> str:
                                         or "none"),
              "device errors by reason (virtio_error):"]
     lines += [f"  {v:6d}  {k}" for k, v in c.device_errors.most_common()] or ["  none"]
+    n_disks = sum(c.disks.values())
+    lines.append(f"hostile disks: {n_disks} boots, " + ", ".join(
+        f"{k} {sum(v for (kk, _), v in c.disks.items() if kk == k)}" for k in DISK_KINDS) +
+        "; outcomes: " + (", ".join(f"{o} {sum(v for (_, oo), v in c.disks.items() if oo == o)}"
+                                     for o in sorted({o for _, o in c.disks})) or "none") +
+        (f"; worst wall time {c.worst_disk[0]:.2f} s ({c.worst_disk[1]})" if n_disks else ""))
     lines.append(f"host-side exceptions: {len(c.exceptions)}")
     lines.append(f"hangs: {len(c.hangs)}")
     lines.append(f"oracle violations: {len(c.violations)}")

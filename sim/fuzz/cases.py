@@ -142,6 +142,18 @@ class Ring:
 
 
 @dataclasses.dataclass
+class Event:
+    """VIRTIO_RING_F_EVENT_IDX's fields as a hostile guest writes them:
+    used_event (avail->ring[num]) anywhere in 16 bits -- behind, at, or far
+    past the ring's indices -- and avail->idx, then a good request and a
+    kick. QEMU never validates used_event (vring_need_event is 16-bit
+    arithmetic): the request is served whatever it says; only the
+    interrupt may be suppressed."""
+    used_event: int
+    flags: int        # avail->flags (VRING_AVAIL_F_NO_INTERRUPT, or junk)
+
+
+@dataclasses.dataclass
 class Pfn:
     """QUEUE_PFN set to an arbitrary page, then one request posted there."""
     pfn: int
@@ -355,6 +367,11 @@ BLK_TYPES = (VIRTIO_BLK_T_IN, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FL
              VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_BARRIER)
 
 
+def gen_event(ch, num: int) -> Event:
+    used_event = ch.choice((0, 1, num - 1, num, num + 1, 0x7FFF, 0x8000, 0xFFFF, ch.integer(0, 0xFFFF)))
+    return Event(used_event, ch.choice((0, 1, 0xFFFF)))
+
+
 def gen_pfn(ch) -> Pfn:
     top = RAM_SIZE >> 12
     return Pfn(ch.choice((top - 1, top - 2, top, top + 1, 0xFFFFFFFF, 1, ch.integer(0, 0xFFFFFFFF))))
@@ -435,7 +452,9 @@ def gen_op(ch, kind: str, num: int):
         g = ch.integer(0, 7)
         return gen_rtas(ch) if g < 2 else Post(ch.choice((1, 8, 64))) if g == 2 else gen_hcall(ch)
     if kind == "ring":
-        g = ch.choice(("ring", "ring", "ring", "pfn", "blk"))
+        g = ch.choice(("ring", "ring", "ring", "pfn", "blk", "event"))
+        if g == "event":
+            return gen_event(ch, num)
         return gen_ring(ch, num) if g == "ring" else gen_pfn(ch) if g == "pfn" else gen_blk(ch)
     if kind == "mmio":
         return gen_mmio(ch)
@@ -446,7 +465,7 @@ def gen_case(ch, kind: str | None = None) -> Case:
     kind = kind or ch.choice(KINDS)
     config = ch.choice(ALL_CONFIGS if kind == "hcall" else MMIO_CONFIGS if kind == "mmio" else SERVING)
     num = ch.choice((4, 8, 128))
-    features = ch.choice((0, 1 << 6, 1 << 28, 0xFFFFFFFF))
+    features = ch.choice((0, 1 << 6, 1 << 28, 0xFFFFFFFF, 3 << 28))   # 3 << 28: INDIRECT_DESC | EVENT_IDX, as Linux
     n = ch.integer(1, 12 if kind == "mmio" else 6)
     ops = [gen_op(ch, kind, num) for _ in range(n)]
     return Case(kind, config, num, ch.boolean(), features, ops)

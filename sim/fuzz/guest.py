@@ -12,7 +12,6 @@ from firmware_model.hvcall import HvCalls, bswap
 from firmware_model.rtas_pci import Phb, PciFunction
 from sim import vtime
 from sim.abi import papr
-from sim.abi.kvm import KVM_MMIO_BUS
 from sim.abi.virtio import (
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_BARRIER, VIRTIO_BLK_T_FLUSH,
     VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_CONFIG_S_NEEDS_RESET,
@@ -21,9 +20,10 @@ from sim.abi.virtio import (
     VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, layouts, vring_addrs, vring_size,
 )
 from sim.abi.virtio import VIRTIO_PCI_ISR, VIRTIO_PCI_ISR_OFF, VIRTIO_PCI_REGION_SIZE
+from sim.fuzz.ref_ring import predict_pop
 from sim.cpu import MMIO_ADDR_REG, MMIO_DATA_REG, encode_loadstore
 from sim.fuzz.cases import (
-    M64, Blk, Case, CaseResult, D_FORMS, DATA, DATA_STRIDE, DISK, DISK_SECTORS, HDR, Hcall, INDIRECT, LOADS,
+    M64, Blk, Case, CaseResult, D_FORMS, DATA, DATA_STRIDE, DISK, DISK_SECTORS, Event, HDR, Hcall, INDIRECT, LOADS,
     MAX_HCALL_OPCODE, Mmio, Pfn, Post, QEMU_REASONS, QUIESCE_S, RAM_SIZE, RING, RTAS_BUF, Ring, Rtas,
     SERVE_WAIT_S, STATUS, STORES, X_BYTEREV, reason_class,
 )
@@ -80,48 +80,120 @@ def _sext(value: int, size: int) -> int:
 
 # -- the oracle ------------------------------------------------------------
 
-class Oracle:
-    """What reference/kvm.md and qemu.md say the guest must see."""
+# What the oracle knows of KVM, from reference/kvm.md (not from sim.kvm):
+# the hcalls kvmppc_core_init_vm_* enable by default that the guest here
+# can meet in the kernel (H_CEDE and the XICS calls, in both lists), the
+# in-kernel H_LOGICAL_CI_* handlers from Linux 4.1, and the KVM_IOEVENTFD
+# and KVM_ENABLE_CAP rules.
+# H_CEDE; XICS: H_EOI 0x64, H_CPPR 0x68, H_IPI 0x6c, H_IPOLL 0x70, H_XIRR 0x74, H_XIRR_X 0x2fc.
+_DEFAULT_ENABLED = frozenset({papr.H_CEDE, papr.H_EOI, 0x68, 0x6C, 0x70, papr.H_XIRR, 0x2FC})
+_LOGICAL_CI = (papr.H_LOGICAL_CI_LOAD, papr.H_LOGICAL_CI_STORE)
+_REF_MAX_HCALL_OPCODE = 0x304     # H_SET_MODE in 3.17-4.x
+_DATAMATCH, _PIO, _DEASSIGN = 1, 2, 4
+_EINVAL, _EEXIST, _ENOENT = -22, -17, -2
 
-    def __init__(self, m, vm, trace, result: CaseResult):
+
+class Oracle:
+    """What reference/kvm.md and qemu.md say the guest must see. Its
+    enable bits and ioeventfds are its own: computed from the
+    KVM_ENABLE_CAP and KVM_IOEVENTFD calls made to this VM (seen at the
+    ioctl boundary, arguments only), each call's return value predicted
+    and checked, never read back from KVM's state."""
+
+    def __init__(self, m, vm, trace, result: CaseResult, config=None):
         self.m, self.vm, self.trace, self.result = m, vm, trace, result
         self.expect_stop = None    # an MMIO op whose emulation must fail and stop the VM
+        kernel = tuple(int(x) for x in (config.kernel if config else "4.1").split(".")[:2])
+        self.has_logical_ci = kernel >= (4, 1)      # kvm.md: Linux 4.1 added the in-kernel handlers
+        self.host_order = config.host_endian if config else "big"
+        self.enabled = set(_DEFAULT_ENABLED)
+        self.ioeventfds: list[dict] = []           # as registered, in order
+        self.predicted_rings = self.unpredicted_rings = 0
+        vm.ioctl_enable_cap = self._spy(vm.ioctl_enable_cap, self._enable_cap)
+        vm.ioctl_ioeventfd = self._spy(vm.ioctl_ioeventfd, self._ioeventfd)
+
+    def _spy(self, ioctl, predict):
+        def call(raw: bytes) -> int:
+            want, apply = predict(raw)
+            ret = ioctl(raw)
+            if want is not None and ret != want:
+                self.violation(f"{ioctl.__name__}({raw[:32].hex()}...): returned {ret}, kvm.md says {want}")
+            elif apply is not None:
+                apply()
+            return ret
+        return call
+
+    def _enable_cap(self, raw: bytes):
+        """kvm_vm_ioctl_enable_cap, KVM_CAP_PPC_ENABLE_HCALL (kvm.md §4)."""
+        from sim.abi.kvm import KVM_CAP_PPC_ENABLE_HCALL, kvm_enable_cap
+        cap = kvm_enable_cap.parse(raw)
+        hcall, on = cap.args[0], cap.args[1]
+        if cap.flags or cap.cap != KVM_CAP_PPC_ENABLE_HCALL or hcall > _REF_MAX_HCALL_OPCODE or hcall & 3 \
+                or on > 1:
+            return _EINVAL, None
+        if hcall in _LOGICAL_CI and not self.has_logical_ci:
+            return _EINVAL, None
+        if hcall not in _LOGICAL_CI and hcall not in _DEFAULT_ENABLED:
+            return None, None       # outside what the oracle knows: no prediction (QEMU asks for no other)
+        return 0, (lambda: self.enabled.add(hcall)) if on else (lambda: self.enabled.discard(hcall))
+
+    def _ioeventfd(self, raw: bytes):
+        """kvm_ioeventfd: assign or deassign (kvm.md §6)."""
+        from sim.abi.kvm import kvm_ioeventfd
+        a = kvm_ioeventfd.parse(raw)
+        p = dict(addr=a.addr, length=a.len, fd=a.fd, bus="pio" if a.flags & _PIO else "mmio",
+                 wildcard=not a.flags & _DATAMATCH, datamatch=a.datamatch if a.flags & _DATAMATCH else 0)
+        if a.flags & _DEASSIGN:
+            for k, q in enumerate(self.ioeventfds):
+                if all(q[f] == p[f] for f in ("bus", "fd", "addr", "length", "wildcard")) and \
+                        (p["wildcard"] or q["datamatch"] == p["datamatch"]):
+                    return 0, lambda: self.ioeventfds.pop(k)
+            return _ENOENT, None
+        if a.flags & ~0xF or a.len not in (0, 1, 2, 4, 8) or a.addr + a.len > (1 << 64) - 1 \
+                or (a.len == 0 and a.flags & _DATAMATCH):
+            return _EINVAL, None
+        for q in self.ioeventfds:
+            if q["bus"] == p["bus"] and q["addr"] == p["addr"] and (
+                    not q["length"] or not p["length"] or (q["length"] == p["length"] and (
+                        q["wildcard"] or p["wildcard"] or q["datamatch"] == p["datamatch"]))):
+                return _EEXIST, None
+        return 0, lambda: self.ioeventfds.append(p)
 
     def violation(self, text: str) -> None:
         self.result.violations.append(text)
 
-    # KVM: kvmppc_pseries_do_hcall / kvmppc_h_pr, then h_logical_ci_*.
-    def expect_in_kernel(self, nr: int, size: int, addr: int, val: int) -> bool:
-        vm = self.vm
-        if nr in (papr.H_CEDE, papr.H_XIRR, papr.H_EOI):
-            return bool(vm.enabled_hcalls[nr // 4])   # kvmppc_h_cede; the in-kernel XICS
-        if nr not in (papr.H_LOGICAL_CI_LOAD, papr.H_LOGICAL_CI_STORE):
-            return False          # nothing else has an in-kernel handler in this model
-        if not vm.enabled_hcalls[nr // 4] or not vm.kernel_has_logical_ci:
-            return False
-        if size not in (1, 2, 4, 8) or nr == papr.H_LOGICAL_CI_LOAD:
-            return False          # no in-kernel device on KVM_MMIO_BUS has a read op
-        buf = (val & ((1 << (8 * size)) - 1)).to_bytes(size, "big")
-        for p in vm.ioeventfds:
-            if p.bus_idx != KVM_MMIO_BUS or p.addr != addr:
+    def _ioeventfd_takes(self, addr: int, size: int, image: bytes) -> bool:
+        """An exact address, and (length 0, or the same length and wildcard
+        or the bytes read in host order equal to datamatch)."""
+        for p in self.ioeventfds:
+            if p["bus"] != "mmio" or p["addr"] != addr:
                 continue
-            if not p.length or (p.length == size and (
-                    p.wildcard or int.from_bytes(buf, vm.host_byteorder) == p.datamatch)):
+            if not p["length"] or (p["length"] == size and (
+                    p["wildcard"] or int.from_bytes(image, self.host_order) == p["datamatch"])):
                 return True
         return False
 
+    # KVM: kvmppc_pseries_do_hcall / kvmppc_h_pr, then h_logical_ci_*.
+    def expect_in_kernel(self, nr: int, size: int, addr: int, val: int) -> bool:
+        if nr in (papr.H_CEDE, papr.H_XIRR, papr.H_EOI):
+            return nr in self.enabled            # kvmppc_h_cede; the in-kernel XICS
+        if nr not in _LOGICAL_CI:
+            return False          # nothing else has an in-kernel handler in this model
+        if nr not in self.enabled or not self.has_logical_ci:
+            return False
+        if size not in (1, 2, 4, 8) or nr == papr.H_LOGICAL_CI_LOAD:
+            return False          # no in-kernel device on KVM_MMIO_BUS has a read op
+        return self._ioeventfd_takes(addr, size, (val & ((1 << (8 * size)) - 1)).to_bytes(size, "big"))
+
     # KVM: kvmppc_handle_store -> kvm_io_bus_write (kvm.md §7, §5, §6).
     def expect_mmio_in_kernel(self, addr: int, size: int, image: bytes) -> bool:
-        """A store's bus buffer is the guest's memory image; an ioeventfd
-        takes it on an exact address and (length 0, or the same length and
-        wildcard or the image read in host order equal to datamatch)."""
-        host = self.vm.host_byteorder
-        for p in self.vm.ioeventfds:
-            if p.bus_idx != KVM_MMIO_BUS or p.addr != addr:
-                continue
-            if not p.length or (p.length == size and (p.wildcard or int.from_bytes(image, host) == p.datamatch)):
-                return True
-        return False
+        """A store's bus buffer is the guest's memory image."""
+        return self._ioeventfd_takes(addr, size, image)
+
+    def signals(self) -> int:
+        """Signals counted on the eventfds of the oracle's registrations."""
+        fds = {p["fd"] for p in self.ioeventfds}
+        return sum(getattr(self.vm.fds.get(fd), "signals", 0) for fd in sorted(fds))
 
     def kvm_exits_since(self, mark: int) -> list:
         return [e for e in self.trace.events[mark:] if e.actor == "kvm" and e.name == "exit"]
@@ -158,7 +230,7 @@ class Oracle:
         size = regs_in[0]
         if nr in LOADS + STORES:
             want = papr.H_PARAMETER if size not in (1, 2, 4, 8) else papr.H_SUCCESS
-            if ret != want:
+            if want is not None and ret != want:
                 self.violation(f"{where}: r3={ret}, expected {want}")
             keep_from = 1 if nr in LOADS and ret == papr.H_SUCCESS else 0
             if regs_out[keep_from:] != regs_in[keep_from:]:
@@ -202,14 +274,16 @@ class HostileGuest:
         self.L = layouts(True)
         self.bar0 = self.bar1 = self.bar4 = None
         self.num = 0
+        self.disk = bytearray(DISK)      # the oracle's copy: DISK and the writes that succeeded
+        self._write = None
 
     # symbolic addresses
     def resolve(self, a) -> int:
         base, off = a
         if base == "ioeventfd":         # the k-th registered ioeventfd's address (+ delta)
             k, delta = off
-            fds = self.oracle.vm.ioeventfds
-            return ((fds[k % len(fds)].addr if fds else (self.bar0 or 0) + VIRTIO_PCI_QUEUE_NOTIFY) + delta) & M64
+            fds = self.oracle.ioeventfds
+            return ((fds[k % len(fds)]["addr"] if fds else (self.bar0 or 0) + VIRTIO_PCI_QUEUE_NOTIFY) + delta) & M64
         if base in ("iowin", "memwin"):
             node = self.m.phb_node
             return ((node["io_window"][0] if base == "iowin" else node["mem_window"][1]) + off) & M64
@@ -333,8 +407,8 @@ class HostileGuest:
 
     async def op_ring(self, op: Ring) -> None:
         o, num = self.oracle, self.num
-        if self.m.blk.broken:
-            await self.reset()
+        if self.m.blk.broken or self.avail_idx:
+            await self.reset()                  # from a known ring: last_avail_idx 0
         for i, *d in op.descs:
             self._write_desc(self.desc, i, d)
         for i, d in enumerate(op.indirect):
@@ -343,6 +417,10 @@ class HostileGuest:
             self.poke(self.avail + 4 + 2 * slot, head.to_bytes(2, "big"))
         new_idx = (self.avail_idx + op.idx_step) & 0xFFFF
         self.poke(self.avail + 2, new_idx.to_bytes(2, "big"))
+        # The oracle's virtqueue_pop over the ring as written; a notify of
+        # another queue (kick_val != 0) pops nothing.
+        served, error = predict_pop(self.ram.read, RAM_SIZE, num, self.desc, self.avail, self.avail_idx) \
+            if op.kick_val == 0 else (0, None)
         mark, used0 = len(o.trace.events), self.used_idx()
         await self.kick(op.kick_val)
         await self.wait_used(used0)
@@ -352,11 +430,15 @@ class HostileGuest:
         moved = (self.used_idx() - used0) & 0xFFFF
         if moved != len(completed):
             o.violation(f"ring: used->idx moved by {moved}, {len(completed)} requests completed")
-        if op.kick_val == 0 and op.idx_step > num:
-            want = f"Guest moved used index from {self.avail_idx} to {new_idx}"
-            if reasons[:1] != [want]:
-                o.violation(f"ring: avail->idx jumped by {op.idx_step} > {num}: expected "
-                            f"virtio_error({want!r}), got {reasons}")
+        if reasons != ([error] if error else []):
+            o.violation(f"ring {op}: QEMU's virtqueue_pop gives {[error] if error else 'no error'}; "
+                        f"the device said {reasons}")
+        # virtqueue_fill/flush do nothing once the device is broken, so a
+        # request popped before the error never reaches the used ring.
+        want = 0 if error else served
+        if len(completed) != want:
+            o.violation(f"ring {op}: {served} requests pop{' before the error' if error else ''}, so {want} "
+                        f"complete; {len(completed)} completed")
         await self.check_stopped(reasons)
         await self.reset()
 
@@ -371,6 +453,29 @@ class HostileGuest:
         await self.wait_used(used1)
         if self.used_idx() != used1:
             self.oracle.violation(f"a broken device ({reasons[0]!r}) served the queue")
+
+    async def op_event(self, op: Event) -> None:
+        """used_event and avail->flags as given, then a FLUSH posted and
+        kicked: it must complete (the event index gates interrupts only)."""
+        o, num = self.oracle, self.num
+        if self.m.blk.broken:
+            await self.reset()
+        self.poke(self.avail + 4 + 2 * num, op.used_event.to_bytes(2, "big"))
+        self.poke(self.avail, op.flags.to_bytes(2, "big"))
+        head = (2 * self.avail_idx) % num
+        self.ram.write(HDR, self.L.blk_outhdr_fast.pack(VIRTIO_BLK_T_FLUSH, 0, 0))
+        self.poke(self.desc + 16 * head, self.L.desc_fast.pack(HDR, 16, VRING_DESC_F_NEXT, (head + 1) % num))
+        self.poke(self.desc + 16 * ((head + 1) % num), self.L.desc_fast.pack(STATUS, 1, VRING_DESC_F_WRITE, 0))
+        self.poke(self.avail + 4 + 2 * (self.avail_idx % num), head.to_bytes(2, "big"))
+        self.poke(self.avail + 2, ((self.avail_idx + 1) & 0xFFFF).to_bytes(2, "big"))
+        mark, used0 = len(o.trace.events), self.used_idx()
+        await self.kick()
+        await self.wait_used(used0)
+        reasons = o.device_errors_since(mark)
+        o.note_errors(reasons)
+        if not reasons and self.used_idx() != (used0 + 1) & 0xFFFF:
+            o.violation(f"event: used_event {op.used_event:#x}, flags {op.flags:#x}: a good request was not served")
+        await self.reset()
 
     async def op_pfn(self, op: Pfn) -> None:
         o = self.oracle
@@ -450,6 +555,8 @@ class HostileGuest:
                 return VIRTIO_BLK_S_IOERR, in_len
             if is_write and not self.case.writable:
                 return (None if size == 0 else VIRTIO_BLK_S_IOERR), in_len
+            if is_write:     # the oracle's own copy of the disk takes the write once it succeeds
+                self._write = (sector, out_bytes[16:16 + size])
             return ("read", sector, size) if not is_write else VIRTIO_BLK_S_OK, in_len
         if kind in (VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID):
             return VIRTIO_BLK_S_OK, in_len
@@ -462,6 +569,7 @@ class HostileGuest:
         chain = self._blk_chain(op)
         if not op.indirect and len(chain) > num:
             chain = chain[:num]
+        self._write = None
         expect, in_len = self._expect_blk(chain)
         last_in = [(a, n) for a, n, w in chain if w][-1:] if expect != "error" else []
         head = self.avail_idx % num
@@ -512,17 +620,20 @@ class HostileGuest:
             if status != VIRTIO_BLK_S_OK:
                 o.violation(f"{what}: status {status}, expected OK")
             got = b"".join(self.ram.read(a, n) for a, n, w in chain if w)[:size]
-            if got != DISK[sector * SECTOR:sector * SECTOR + size]:
+            if got != bytes(self.disk[sector * SECTOR:sector * SECTOR + size]):
                 o.violation(f"{what}: the data read is not the disk's")
         elif expect is not None and status != expect:
             o.violation(f"{what}: status {status}, expected {expect}")
+        elif self._write is not None and status == VIRTIO_BLK_S_OK:
+            sector, data = self._write
+            self.disk[sector * SECTOR:sector * SECTOR + len(data)] = data
         elif status not in (VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP):
             o.violation(f"{what}: status byte {status}")
 
     # -- MMU-on loads and stores -------------------------------------------
 
     def _signals(self) -> int:
-        return sum(e.signals for e in {id(p.eventfd): p.eventfd for p in self.oracle.vm.ioeventfds}.values())
+        return self.oracle.signals()
 
     def _side_effect_read(self, base: str, addr: int, size: int) -> bool:
         """A register whose read changes it (the ISR, legacy or modern)."""
