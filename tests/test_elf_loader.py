@@ -132,6 +132,14 @@ def test_source_past_ram_reads_zeros():
     assert ram.read(0x200004, 4) == bytes(4) and img.copied == 8
 
 
+@pytest.mark.parametrize("past", [0, 0x1000])
+def test_source_wholly_past_ram_reads_zeros(past):
+    """p_offset puts the segment's bytes at or past the end of RAM (found by
+    slofsim fuzz --seed 4: a zero-length read at the end of RAM raised)."""
+    ram, img = load(image(phdrs=[seg(0x200000, 8, p_offset=RAM - BASE + past)]))
+    assert ram.read(0x200000, 8) == bytes(8) and img.copied == 8
+
+
 def test_elf64_descriptor_outside_ram():
     ram, img = load(image(bits=64, e_machine=E.EM_PPC64, phdrs=[seg(0x200000, 4)], e_entry=0x90000000,
                           body=b"WXYZ"))

@@ -98,7 +98,7 @@ def load(ram, base: int, size: int, claim_limit: int) -> Loaded:
             raise ClaimFailed(f"PT_LOAD {i}: [0x{ph.p_paddr:x}, 0x{end:x}) is not free RAM (below 0x{claim_limit:x})")
         src = base + ph.p_offset
         inside = max(0, min(ph.p_filesz, ram.size - src))
-        data = ram.read(src, inside) + bytes(ph.p_filesz - inside)   # memmove; past RAM: zeros
+        data = (ram.read(src, inside) if inside else b"") + bytes(ph.p_filesz - inside)   # memmove; past RAM: zeros
         ram.write(ph.p_paddr, data)
         ram.write(ph.p_paddr + ph.p_filesz, bytes(max(0, ph.p_memsz - ph.p_filesz)))  # clear bss
         segments.append((ph.p_paddr, ph.p_memsz))

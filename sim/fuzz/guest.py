@@ -336,8 +336,21 @@ class HostileGuest:
         self.ram.write(RING, bytes(vring_size(self.num)))
         await hv.ci_write_le(4, b + VIRTIO_PCI_QUEUE_PFN, RING >> 12)
         self.ram.write(self.avail, self.L.avail_hdr.build(dict(flags=1, idx=0)))
+        o, mark = self.oracle, len(self.oracle.trace.events)
         await hv.ci_write(1, b + VIRTIO_PCI_STATUS, 7)
         self.avail_idx = 0
+        # DRIVER_OK starts the ioeventfd, and QEMU creates the host notifier
+        # already signalled (event_notifier_init(notifier, 1); qemu.md §5):
+        # the queue is popped once, with no kick, as soon as the main loop
+        # (then the dataplane's self-kick) gets to it. The guest's RAM stores
+        # take no simulated time, so a ring written now would be popped by
+        # that start-up notifier whatever the guest's kick says. Let it run
+        # on the empty ring: from here on only the guest's kicks pop.
+        await self.sleep(QUIESCE_S)
+        reasons = o.device_errors_since(mark)
+        o.note_errors(reasons)
+        if reasons or self.used_idx():
+            o.violation(f"DRIVER_OK on an empty ring: used->idx {self.used_idx()}, device errors {reasons}")
 
     async def reset(self) -> None:
         await self.sleep(QUIESCE_S)
