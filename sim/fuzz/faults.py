@@ -63,13 +63,15 @@ def gen_fault_case(ch) -> FaultCase:
 
 
 def _scenario(case: FaultCase, faults):
-    from sim.scenario import Scenario, release_defaults
+    from firmware_model.linux.releases import default_guest
+    from sim.kvm import releases as linux
     from sim.qemu import releases as qemu
-    from sim.qemu.releases import shipped_slof
+    from sim.scenario import Scenario, release_defaults
     q = qemu.parse(case.qemu)
     return Scenario(path="<fuzz>", name="fuzz-faults", kernel_version=case.kernel, qemu_version=q,
-                    iothread=case.iothread, virtio_timeout_ms=case.timeout_ms, slof=shipped_slof(q),
-                    faults=tuple(faults), **release_defaults(q))
+                    iothread=case.iothread, virtio_timeout_ms=case.timeout_ms,
+                    guest_kernel=default_guest(q, linux.parse(case.kernel)), faults=tuple(faults),
+                    **release_defaults(q))
 
 
 def check(case: FaultCase, r, base) -> list[str]:
