@@ -6,6 +6,7 @@ trace events: their time, the layer, and the real-stack function.
 """
 
 from sim.abi import papr
+from sim.faults import numbers
 from sim.abi.virtio import VIRTIO_PCI_MODERN_MEM_BAR, VIRTIO_PCI_NOTIFY_OFF, VIRTIO_PCI_QUEUE_NOTIFY
 from sim.trace import split_stages
 
@@ -233,7 +234,7 @@ def _with_faults(result, steps: list[dict]) -> list[dict]:
         d = ev[k].fields
         tail.append(_step(ev[k], "QEMU", "bdrv_drain",
                           f"{d['why']} drains the block layer holding the BQL: {d['in_flight']} request(s) in "
-                          f"flight, suspended #{', #'.join(map(str, d['suspended'])) or '-'}"))
+                          f"flight, suspended {numbers(d['suspended'])}"))
         tail.append(_step(ev[-1], "QEMU", "BDRV_POLL_WHILE",
                           "only suspended requests are in flight, so the drain never returns: the vcpu thread is "
                           "blocked in QEMU with the BQL -- the VM hangs in QEMU, not in the guest"))

@@ -125,6 +125,17 @@ def from_option(text: str) -> Fault:
     return from_table(table)
 
 
+def numbers(ns) -> str:
+    """Request numbers as runs: [2, 3, 4, 7] -> "#2-#4, #7"."""
+    runs = []
+    for n in ns:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"#{a}" if a == b else f"#{a}-#{b}" for a, b in runs) or "none"
+
+
 class FaultPlan:
     """The faults of one run, and the counters that number what they select:
     block requests (the blkdebug layer's) and notifies per layer."""

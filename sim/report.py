@@ -18,6 +18,7 @@ stage completed its reads (verdict below).
 from collections import Counter
 
 from sim.abi import papr
+from sim.faults import numbers
 from sim.abi.kvm import ERRNO_NAMES
 from sim.abi.virtio import VIRTIO_PCI_CONFIG_OFF_NO_MSIX, VIRTIO_PCI_MODERN_MEM_BAR, VIRTIO_PCI_REGION_SIZE
 from sim.diagnosis import diagnose, notify_addrs  # noqa: F401  (diagnose is re-exported)
@@ -179,7 +180,7 @@ def verdict(result) -> tuple[str, str]:
     if drain is not None:
         f = drain.fields
         return "hung-in-qemu", (f"the vcpu thread is blocked in QEMU: {f['why']} drains the block layer for "
-                                f"suspended request(s) #{', #'.join(map(str, f['suspended']))}")
+                                f"suspended request(s) {numbers(f['suspended'])}")
     g = result.guest_result or {}
     linux = g.get("linux") or {}
     if g.get("stage") == "kernel" and g.get("handed_off") is True and linux.get("ok"):

@@ -77,6 +77,11 @@ def test_scenario_fault_errors_name_file_and_table(scenario_file):
     assert load(scenario_file(HANG_AFTER1)).faults == (Fault("hang", 2, None),)
 
 
+def test_request_numbers_print_as_runs():
+    from sim.faults import numbers
+    assert numbers([2, 3, 4, 7, 9, 10]) == "#2-#4, #7, #9-#10" and numbers([]) == "none"
+
+
 def test_selects_requests_and_sectors():
     f = from_option("io_error:2-3,sectors=10-20")
     assert [n for n in range(1, 6) if f.selects(n, 15, 1)] == [2, 3]
