@@ -136,6 +136,14 @@ def block_requests(trace) -> list[dict]:
     return reqs
 
 
+def bytes_read(trace) -> int:
+    """Bytes of SLOF's reads that completed with VIRTIO_BLK_S_OK (an IOERR
+    completes without data)."""
+    ok = {e.fields["used_idx"] for e in trace.named("blk_complete") if e.fields["status"] == 0}
+    return sum(e.fields["count"] * 512 for e in trace.named("virtio_blk_submit")
+               if not e.fields["type"] & 1 and e.fields["avail_idx"] in ok)
+
+
 def phases(result) -> list[dict]:
     """Simulated time by SLOF phase, from the trace's phase events.
 
@@ -279,7 +287,7 @@ def summary(result) -> dict:
                 if c.fields["nr"] == papr.H_LOGICAL_CI_STORE and c.fields["r5"] in addrs]
     completed = trace.named("blk_complete")
     reads = {e.fields["used_idx"]: e for e in completed}
-    bytes_loaded = sum(r["count"] * 512 for r in block_requests(trace) if r["completed"] and r["type"] == "read")
+    bytes_loaded = bytes_read(trace)
     reqs = block_requests(trace)
     first_stalled = next((i for i, r in enumerate(reqs, 1) if not r["completed"]), None)   # request #n, from 1
     outcome_, reason = verdict(result)
