@@ -336,3 +336,42 @@ def test_the_trace_shows_each_fault_and_the_drain_the_vm_hangs_in(scenario_file)
     assert len([e for e in ev if e.get("name") == "fault hang:2-"]) == 20
     drain = [e for e in ev if e.get("cat") == "drain"]
     assert [e["name"] for e in drain] == ["bdrv_drain (virtio_blk_data_plane_stop): VM hung in QEMU"]
+
+
+async def test_a_drain_holds_the_bql_until_a_slow_request_ends(autojump_clock):
+    """BDRV_POLL_WHILE with a delayed request: the vcpu thread waits with
+    the BQL, a main-loop taker waits behind it, and both go on when the
+    request ends (a suspended one alone would end the wait with False)."""
+    import trio
+    from devices.blkdebug import BlkDebug
+    from sim.qemu.main_loop import Bql
+    from sim.trace import Trace
+    blk = BlkDebug((from_option("delay:1,delay_ms=300"), from_option("hang:2")), Trace())
+    bql = Bql(Trace())
+    got = {}
+
+    async def io():
+        blk.begin()
+        try:
+            await blk.aio(True, 0, 512)
+        finally:
+            blk.end()
+
+    async def main_loop():
+        await trio.sleep(0.1)
+        await bql.lock("qemu-main")
+        got["main"] = trio.current_time()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(io)
+        n.start_soon(main_loop)
+        await trio.sleep(0.05)
+        got["drained"] = await bql.hold("qemu-vcpu", blk.drain())
+        got["vcpu"] = trio.current_time()
+        bql.unlock("qemu-vcpu")
+        n.start_soon(io)                   # request 2: suspended for ever
+        await trio.sleep(0.01)
+        got["hung"] = await blk.drain()
+        n.cancel_scope.cancel()
+    assert got["drained"] is True and abs(got["vcpu"] - 0.3) < 1e-6 and got["main"] >= got["vcpu"]
+    assert got["hung"] is False and blk.suspended == [2]
