@@ -14,8 +14,9 @@ selects it acts as blkdebug would:
 - delay: the I/O completes delay_ms later (a slow backend; blkdebug has no
   such rule, null-co's latency-ns is the closest).
 - short_read: the file returns only the first half of a read, in whole
-  sectors; file-posix pads the rest with zeros and reports success
-  (handle_aiocb_rw: "Short reads mean EOF, pad with zeros").
+  sectors; raw-posix (2015) and file-posix (7.2) pad the rest with zeros
+  and report success (handle_aiocb_rw: "Short reads mean EOF, pad with
+  zeros").
 
 in_flight is bs->in_flight: bdrv_drain (blk_drain, bdrv_drain_all, and the
 one blk_set_aio_context makes when the dataplane hands the disk back to
