@@ -238,7 +238,16 @@ def _with_faults(result, steps: list[dict]) -> list[dict]:
         tail.append(_step(ev[-1], "QEMU", "BDRV_POLL_WHILE",
                           "only suspended requests are in flight, so the drain never returns: the vcpu thread is "
                           "blocked in QEMU with the BQL -- the VM hangs in QEMU, not in the guest"))
-    return head + steps + tail
+    elif any(e.name == "blkdebug" and e.fields["kind"] == "hang" for e in ev):
+        clear = next((e for e in reversed(ev) if e.name == "bus_master_cleared"), None)
+        if clear is not None:
+            dp = any(e.name == "dataplane_start" for e in ev)
+            tail.append(_step(clear, "QEMU", "virtio_write_config", (
+                "SLOF's close clears bus mastering; the dataplane keeps running (virtio_set_status(3) stops it "
+                "only without DRIVER, before 2.8's stop_ioeventfd)" if dp else
+                "SLOF's close clears bus mastering; with no IOThread the disk never leaves the main loop's "
+                "context") + ": nothing drains, the suspended request(s) stay in flight and SLOF goes on"))
+    return head + sorted(steps + tail, key=lambda st: st["t_us"])     # stable: the chain's order at equal times
 
 
 def _startup(ev, before: int) -> list[dict]:

@@ -153,6 +153,8 @@ def test_hang_after_the_first_read_without_an_iothread_goes_on(scenario_file, tm
     assert [m for m, x in zip(model, real) if m != x] == [" Build Date = slofsim",
                                                           " FW Version = slofsim model of SLOF 20220719"]
     assert model[-1] == "0 > " and report.outcome(r) == "stalled" and not r.trace.named("bdrv_drain_begin")
+    why = [st["text"] for st in report.diagnose(r)]
+    assert any("with no IOThread the disk never leaves the main loop's context: nothing drains" in t for t in why)
 
 
 def test_2015_every_read_hanging_equals_real_slof(scenario_file):
