@@ -454,9 +454,10 @@ def cmd_list(args) -> int:
         term.print_list(con, rows)
         return EXIT_OK
     w = max(len(r[0]) for r in rows)
-    print(f"{'scenario':<{w}}  {'expects':<8}  description")
+    ow = max(8, *(len(r[1]) for r in rows))
+    print(f"{'scenario':<{w}}  {'expects':<{ow}}  description")
     for name, outcome, desc in rows:
-        print(f"{name:<{w}}  {outcome:<8}  {desc}")
+        print(f"{name:<{w}}  {outcome:<{ow}}  {desc}")
     return EXIT_OK
 
 
