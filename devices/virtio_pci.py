@@ -237,7 +237,7 @@ class VirtIOPCIProxy(PCIDevice):
         the ioeventfds and drops DRIVER_OK (as in 2.4 and 7.2). Not
         modelled: 2015's VIRTIO_PCI_FLAG_BUS_MASTER_BUG exemption (a driver
         that set DRIVER_OK with mastering off, Linux < 2.6.34; SLOF enables
-        mastering first) and 5.x's virtio_set_disabled."""
+        mastering first) and later QEMU's virtio_set_disabled."""
         was = self.msix_enabled()
         masked = [self.msix_is_masked(v) for v in range(self.msix_nvectors)]
         super().config_write(addr, value, size)
