@@ -41,6 +41,10 @@ Hostile disks (sim/fuzz/disks.py) take a quarter of a campaign: whole boots
 of a corrupted MBR, EBR chain, GPT or ELF, checked for "ends within a
 bound", "no host exception" and "booted implies the marker".
 
+Every fourth machine of the campaign is a fault case instead
+(sim.fuzz.faults): SLOF on a random stack under random sim.faults, with
+its own oracle (every outcome explained by the trace).
+
 Choices come from a Chooser, so the same generators serve hypothesis
 (tests/test_hostile.py) and `slofsim fuzz` (random.Random(seed)).
 """
