@@ -280,8 +280,18 @@ def _write_gpt(img: bytearray, disk_sectors: int, part_start: int, part_sectors:
     img[(disk_sectors - 1) * M.SECTOR:(disk_sectors - 1) * M.SECTOR + len(backup)] = backup
 
 
+SPARSE_CHUNK = 1 << 20
+
+
 def write_disk(path, **kwargs) -> None:
-    """build_disk(**kwargs) written to path (created or truncated)."""
-    img = build_disk(**kwargs)
+    """build_disk(**kwargs) written to path (created or truncated), sparse:
+    runs of zero MiB are holes, so an 8 GiB image costs its partitions."""
+    img = memoryview(build_disk(**kwargs))
+    zero = bytes(SPARSE_CHUNK)
     with open(path, "wb") as f:
-        f.write(img)
+        for off in range(0, len(img), SPARSE_CHUNK):
+            chunk = img[off:off + SPARSE_CHUNK]
+            if chunk != zero[:len(chunk)]:
+                f.seek(off)
+                f.write(chunk)
+        f.truncate(len(img))

@@ -198,3 +198,13 @@ def test_write_disk(tmp_path):
     data = p.read_bytes()
     assert data == bytes(mkdisk.build_disk(size_mib=2, part_sectors=64))
     assert len(data) == 2 << 20
+
+
+def test_mkdisk_writes_a_sparse_file_with_the_built_bytes(tmp_path):
+    """Zero MiB runs are holes: a 256 MiB image takes about its partition on disk."""
+    from sim.mkdisk import build_disk, write_disk
+    path = tmp_path / "big.img"
+    write_disk(str(path), size_mib=256)
+    st = path.stat()
+    assert st.st_size == 256 << 20 and st.st_blocks * 512 < 8 << 20
+    assert path.read_bytes() == bytes(build_disk(size_mib=256))
