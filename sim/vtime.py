@@ -55,6 +55,11 @@ def use_clock(clock) -> None:
     _clock_now = clock.current_time if clock is not None else trio.current_time
 
 
+def trio_now() -> float:
+    """trio's clock: the time every task has settled to."""
+    return _clock_now()
+
+
 def charge(seconds: float) -> None:
     _owed.set(_owed.get() + seconds)
 
@@ -70,6 +75,26 @@ def catch_up(t: float) -> None:
     behind = t - now()
     if behind > 0:
         charge(behind)
+
+
+def park() -> float:
+    """Hand over what this task owes, as it parks (see resume_at)."""
+    owed = _owed.get()
+    _owed.set(0.0)
+    return owed
+
+
+def resume_at(owed: float, ready_at: float, cost: float) -> float:
+    """The trio time a task that parked owing `owed` resumes at, woken now
+    by work ready at simulated time ready_at, its wake-up costing `cost`:
+    what catch_up(ready_at), charge(cost) and settle() would reach if it ran
+    now, with the same arithmetic, so one timed wake replaces an unpark and
+    a sleep."""
+    base = _clock_now()
+    behind = ready_at - (base + owed)
+    if behind > 0:
+        owed += behind
+    return base + (owed + cost)
 
 
 async def settle() -> None:
