@@ -18,7 +18,6 @@ import os
 import re
 import sys
 import warnings
-from importlib import resources
 from typing import Callable
 
 from sim import __version__, interrupt, report, term
@@ -55,10 +54,18 @@ def command(name: str, help: str, example: str, exits: str = BOOT_EXITS, args=la
 
 # -- argument checks (all before any work) ---------------------------------
 
+def packaged_scenarios() -> str:
+    """The directory of the packaged scenarios (the scenarios package; its
+    file, not importlib.resources, which costs more to import than the
+    lookup is worth)."""
+    import scenarios
+    return os.path.dirname(scenarios.__file__)
+
+
 def known_scenarios() -> list[str]:
     """Scenario names in ./scenarios and the packaged set."""
     names = set()
-    for base in ("scenarios", str(resources.files("scenarios"))):
+    for base in ("scenarios", packaged_scenarios()):
         if os.path.isdir(base):
             names |= {f[:-5] for f in os.listdir(base) if f.endswith(".toml")}
     return sorted(names)
@@ -76,15 +83,15 @@ def scenario_path(name: str) -> str:
     local = os.path.join("scenarios", name + ".toml")
     if os.path.exists(local):
         return local
-    packaged = resources.files("scenarios") / (name + ".toml")
-    if packaged.is_file():
-        return str(packaged)
+    packaged = os.path.join(packaged_scenarios(), name + ".toml")
+    if os.path.isfile(packaged):
+        return packaged
     raise ScenarioError(f"{name}: no such scenario (not a file, not in ./scenarios, not packaged)"
                         + did_you_mean(name, known_scenarios()) + " (slofsim list shows them)")
 
 
 def scenario_dir(path: str | None) -> list[str]:
-    base = path or ("scenarios" if os.path.isdir("scenarios") else str(resources.files("scenarios")))
+    base = path or ("scenarios" if os.path.isdir("scenarios") else packaged_scenarios())
     if not os.path.isdir(base):
         raise ScenarioError(f"{base}: not a directory of scenarios")
     files = sorted(os.path.join(base, f) for f in os.listdir(base) if f.endswith(".toml"))

@@ -1,6 +1,6 @@
 """One scenario, one simulated machine: build the stack, boot, report.
 
-One trio.run on an autojump MockClock is one machine. The vcpu thread,
+One trio.run on an autojump clock (sim.vtime.AutojumpClock) is one machine. The vcpu thread,
 QEMU's main loop and the IOThread are tasks; every cost is simulated time
 (sim.vtime), so
 SLOF's 5-second timeouts cost no wall time.
@@ -9,7 +9,6 @@ SLOF's 5-second timeouts cost no wall time.
 import functools
 
 import trio
-import trio.testing
 
 from devices.block import BlockBackend, BlockError
 from firmware_model.linux.releases import GUEST_KERNELS
@@ -125,14 +124,16 @@ async def _client_program(slof, kind, entry, segments, dev):
     return await Grub(slof.cpu, cif, image, slof.trace, slof.costs).main()
 
 
-def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None) -> RunResult:
-    """Boot scn; backend, if given, is the disk (the scenario's is not opened)."""
+def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None, instruments=()) -> RunResult:
+    """Boot scn; backend, if given, is the disk (the scenario's is not opened);
+    instruments are trio Instruments (benchmarks/bench.py counts passes)."""
     backend = backend or open_disk(scn, disk_override)
     trace = Trace()
-    clock = trio.testing.MockClock(autojump_threshold=0)
+    clock = vtime.AutojumpClock()
     vtime.use_clock(clock)
     try:
-        m, result, hung, end_ns = trio.run(_boot, scn, backend, trace, echo, clock=clock)
+        m, result, hung, end_ns = trio.run(_boot, scn, backend, trace, echo, clock=clock,
+                                            instruments=instruments)
     except RamAllocError as exc:
         raise ScenarioError(f"{scn.path}: [machine] ram_mib: {exc}") from None
     finally:

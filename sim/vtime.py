@@ -11,6 +11,7 @@ but a boot costs a few scheduler passes per request instead of dozens.
 """
 
 import contextvars
+import math
 
 import trio
 
@@ -20,11 +21,43 @@ _owed = contextvars.ContextVar("slofsim_owed", default=0.0)
 _clock_now = trio.current_time
 
 
+class AutojumpClock(trio.abc.Clock):
+    """One machine's trio clock: simulated time, which moves only when
+    every task waits, straight to the next deadline (the semantics of
+    trio.testing.MockClock(autojump_threshold=0), without trio.testing).
+    trio asks deadline_to_sleep_time only when no task is runnable, so the
+    jump happens there, and the deadline expires in the same scheduler pass
+    (MockClock spends an extra, empty pass on each jump)."""
+
+    __slots__ = ("_now",)
+
+    def __init__(self):
+        self._now = 0.0
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        return self._now
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        if deadline == math.inf:      # nothing will ever wake: trio's own idle wait
+            return deadline
+        if deadline > self._now:
+            self._now = deadline
+        return 0.0
+
+
 def use_clock(clock) -> None:
     """Read this run's clock directly (None: trio.current_time again); it
     is the hottest call in a boot."""
     global _clock_now
     _clock_now = clock.current_time if clock is not None else trio.current_time
+
+
+def trio_now() -> float:
+    """trio's clock: the time every task has settled to."""
+    return _clock_now()
 
 
 def charge(seconds: float) -> None:
@@ -42,6 +75,26 @@ def catch_up(t: float) -> None:
     behind = t - now()
     if behind > 0:
         charge(behind)
+
+
+def park() -> float:
+    """Hand over what this task owes, as it parks (see resume_at)."""
+    owed = _owed.get()
+    _owed.set(0.0)
+    return owed
+
+
+def resume_at(owed: float, ready_at: float, cost: float) -> float:
+    """The trio time a task that parked owing `owed` resumes at, woken now
+    by work ready at simulated time ready_at, its wake-up costing `cost`:
+    what catch_up(ready_at), charge(cost) and settle() would reach if it ran
+    now, with the same arithmetic, so one timed wake replaces an unpark and
+    a sleep."""
+    base = _clock_now()
+    behind = ready_at - (base + owed)
+    if behind > 0:
+        owed += behind
+    return base + (owed + cost)
 
 
 async def settle() -> None:

@@ -5,9 +5,34 @@ hold only numbers and layouts that both sides of an interface agree on; no
 behaviour. Every layout is declared once, with construct.
 """
 
+import importlib as _importlib
 import struct as _struct
+import sys as _sys
+import types as _types
 
-import construct as _c
+
+class _DeferredPdb(_types.ModuleType):
+    """Stands in for pdb until pdb is used, then is replaced by it."""
+
+    def __getattr__(self, name):
+        if _sys.modules.get("pdb") is self:
+            del _sys.modules["pdb"]
+        return getattr(_importlib.import_module("pdb"), name)
+
+
+def _defer_pdb() -> None:
+    """construct imports pdb at import (construct/debug.py, for its
+    Debugger, which slofsim never uses), and pdb pulls in cmd, bdb, code,
+    glob and more. Let pdb load on its first use instead: breakpoint() and
+    construct's Debugger still get the real module. (importlib's LazyLoader
+    would not do: `import pdb` reads the module's __spec__, which loads it.)"""
+    if "pdb" not in _sys.modules:
+        _sys.modules["pdb"] = _DeferredPdb("pdb")
+
+
+_defer_pdb()
+
+import construct as _c  # noqa: E402  (after _defer_pdb)
 
 
 def packer(layout: _c.Struct) -> _struct.Struct:

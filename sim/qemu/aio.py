@@ -30,11 +30,13 @@ class AioContext:
         self._handlers = {}
         self._wakers = {}
         self._ready = deque()
-        self._lot = trio.lowlevel.ParkingLot()
         self._ready_at = 0.0   # the waker's clock: when the work became ready
         self.nursery = None
         self.wakeups = 0
         self._parked = False
+        self._sleep = None     # the parked context's wait: its deadline is the wake-up
+        self._owed = 0.0       # what the context owed when it parked
+        self._woken = None     # trio time of the first wake of this park
         self._late = set()     # fds added, already readable, while parked in ppoll
         self.fault_plan = None  # lost_kick faults for this thread (an IOThread's: layer "iothread")
 
@@ -50,8 +52,7 @@ class AioContext:
 
         def waker(efd=efd):
             self._ready.append(efd)
-            self._ready_at = max(self._ready_at, vtime.now())
-            self._lot.unpark_all()
+            self._wake()
 
         def signalled(efd=efd):
             """A signal while watched; a lost_kick fault at this thread
@@ -69,8 +70,23 @@ class AioContext:
     def schedule(self, fn) -> None:
         """qemu_bh_schedule / aio completion delivered to this context."""
         self._ready.append(fn)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Work is ready at the caller's time: a parked context resumes
+        after its wake-up cost, by one timed wake (the deadline of its wait;
+        vtime.resume_at). Wakers at the same instant as the first move it
+        as they would have moved the clock of a context that woke to run
+        in that instant; later ones find it already awake."""
         self._ready_at = max(self._ready_at, vtime.now())
-        self._lot.unpark_all()
+        sleep = self._sleep
+        if sleep is not None:
+            t = vtime.trio_now()
+            if self._woken is None:
+                self._woken = t
+            elif self._woken != t:
+                return
+            sleep.deadline = vtime.resume_at(self._owed, self._ready_at, self._wakeup)
 
     def spawn(self, async_fn, *args) -> None:
         """Work done off this thread (the block layer's I/O)."""
@@ -85,11 +101,11 @@ class AioContext:
                 vtime.charge(self.costs.qemu_dispatch)
             else:
                 self._parked = True
-                while not ready:
-                    await self._lot.park()
+                self._owed = vtime.park()
+                with trio.CancelScope() as self._sleep:
+                    await trio.sleep_forever()
+                self._sleep = self._woken = None
                 self._parked = False
-                vtime.catch_up(self._ready_at)
-                vtime.charge(self._wakeup)
             self.wakeups += 1
             await vtime.settle()
             bql = self.bql

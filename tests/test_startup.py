@@ -1,0 +1,42 @@
+"""The user's paths start lean: run, check, explain and demo import no test,
+plotting or debugging module (each would cost start-up time for nothing)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import ROOT, SCENARIOS
+
+FORBIDDEN = {"pytest", "_pytest", "hypothesis", "matplotlib", "pdb", "bdb", "trio.testing"}
+
+
+def _imported(proc) -> set[str]:
+    """Module names from a `python -X importtime` child's stderr."""
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 1), err[-2000:]
+    return {line.rsplit("|", 1)[1].strip() for line in err.splitlines() if line.startswith("import time:")}
+
+
+def test_user_paths_import_no_test_plot_or_debug_module(tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(os.path.join(SCENARIOS, "dataplane-stall.toml"), one)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    commands = (["run", "dataplane-fixed"], ["check", str(one)], ["explain", "dataplane-stall"], ["demo"])
+    procs = [subprocess.Popen([sys.executable, "-X", "importtime", "-m", "sim.cli", *argv], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for argv in commands]
+    for argv, proc in zip(commands, procs):
+        mods = _imported(proc)
+        assert {"trio", "sim.machine", "construct"} <= mods, argv    # the parse saw the boot's imports
+        bad = {m for m in mods if m.split(".")[0] in FORBIDDEN or m in FORBIDDEN}
+        assert not bad, f"slofsim {argv[0]} imports {sorted(bad)}"
+
+
+def test_pdb_still_works_after_construct():
+    """construct's `import pdb` gets a stand-in; the first use loads pdb."""
+    out = subprocess.run([sys.executable, "-c", "import sys, sim.abi, construct.debug as d; "
+                          "assert 'bdb' not in sys.modules; print(d.pdb.Pdb.__module__, 'bdb' in sys.modules)"],
+                         env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["pdb", "True"]
