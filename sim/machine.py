@@ -131,6 +131,7 @@ def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None
     trace = Trace()
     clock = vtime.AutojumpClock()
     vtime.use_clock(clock)
+    vtime.deterministic_scheduling()
     try:
         m, result, hung, end_ns = trio.run(_boot, scn, backend, trace, echo, clock=clock,
                                             instruments=instruments)

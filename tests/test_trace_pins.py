@@ -86,3 +86,16 @@ if __name__ == "__main__" and sys.argv[1:] == ["--update"]:
         json.dump(pins, f, indent=1, sort_keys=True)
         f.write("\n")
     print(f"{PINS}: {len(pins)} traces pinned")
+
+
+def test_a_tie_between_two_completions_is_broken_the_same_way_in_every_process():
+    """fault-lost-kick-iothread has two block-layer completions on the same
+    nanosecond. Unseeded, trio ordered them by chance (half the processes
+    gave each order); sim.vtime.deterministic_scheduling fixes the order."""
+    import subprocess
+    code = ("import sys; sys.path.insert(0, '.'); from tests.test_trace_pins import current; "
+            "print(current('fault-lost-kick-iothread')[0])")
+    hashes = {subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=ROOT), check=True).stdout.strip()
+              for _ in range(6)}
+    assert hashes == {_pins()["fault-lost-kick-iothread"][0]}

@@ -87,6 +87,7 @@ def run_case(case: Case, wall_limit: float = WALL_LIMIT_S, disk_file: str | None
     if use_alarm:
         signal.setitimer(signal.ITIMER_REAL, wall_limit)
     try:
+        vtime.deterministic_scheduling()
         trio.run(_machine, case, result, disk_file, clock=trio.testing.MockClock(autojump_threshold=0))
     except _WallClockHang:
         result.hung = f"still running after {wall_limit} s of wall time"
