@@ -256,3 +256,22 @@ def test_the_failed_read_line_follows_2645539(scenario_file):
     assert "virtioblk_read failed! status = 1\n" in _boot(scenario_file, slof="20161019", extra=eio).console.text()
     assert "virtioblk_transfer failed! type=0, status = 1\n" in _boot(scenario_file, slof="20170303",
                                                                         extra=eio).console.text()
+
+
+def test_20150429_a_bad_executable_prints_what_the_real_one_printed(tmp_path):
+    """The kernel-prep case on SLOF 20150429 (measured): the VirtAddr line in
+    upper-case hex (libc before da3bd7a), E3403 with no reason, E3406, no
+    E3407, and the banner twice (boot.fs before 06e1e07)."""
+    from sim.abi import elf as E
+    from sim.mkdisk import build_disk
+    from tests.test_elf_loader import image
+    vm = image(bits=64, big=False, e_machine=E.EM_PPC64, e_entry=0xC000000000000000,
+               phdrs=[dict(p_vaddr=0xC000000000000000, p_paddr=0, p_filesz=4, p_memsz=4)], body=b"WXYZ")
+    disk = tmp_path / "kernel-prep.img"
+    disk.write_bytes(bytes(build_disk(payload=vm)))
+    scn = load(os.path.join(SCENARIOS, "dataplane-fixed.toml"))
+    assert scn.slof == "20150429"
+    got = machine.run(scn, str(disk)).console.text()
+    got = got[got.index("Trying to load"):]
+    ref = open(os.path.join(REAL_2015, "console-k2015b-kernel-prep.txt")).read()
+    assert [ln.rstrip() for ln in got.split("\n")] == [ln.rstrip() for ln in ref.rstrip("\n").split("\n")]

@@ -53,9 +53,12 @@ def welcome(rel) -> str:
 def prompt(rel, e3407: bool = True) -> str:
     """E3407, then (until 2f1e6a7) the logo, the help lines, the prompt.
     `boot` (boot.fs) prints E3407 only when no device loaded anything; after
-    a loaded image failed at go time (E3403/E3406) load-next just runs out."""
-    return (("\r\n\r\nE3407: Load failed\r\n\r\n" if e3407 else "\r\n\r\n") + (LOGO if rel.logo else "")
-            + rel.help_lines + "\r\n\r\nReady! \r\n0 > ")
+    a loaded image failed at go time (E3403/E3406) load-next just runs out,
+    and until 06e1e07 `boot` then printed the banner once more itself."""
+    banner = (LOGO if rel.logo else "") + rel.help_lines
+    again = banner + "\r\n\r\n" if rel.banner_after_go and not e3407 else ""
+    return (("\r\n\r\nE3407: Load failed\r\n\r\n" if e3407 else "\r\n\r\n") + again + banner
+            + "\r\n\r\nReady! \r\n0 > ")
 
 # SLOF's own memory (image, heap, FDT) below the top of RAM: an ELF segment
 # (elf-claim-segment) or a client `claim` reaching above it fails. Measured
@@ -224,7 +227,7 @@ class Slof:
             return None
         self.phase("elf load", bytes=size)
         try:
-            image = elf_load(self.cpu.ram, LOAD_BASE, size, self.claim_limit)
+            image = elf_load(self.cpu.ram, LOAD_BASE, size, self.claim_limit, hex_upper=self.rel.hex_upper)
         except BadExecutable as exc:
             # load-elf-init leaves `go` as no-go; close-dev, then (go-and-catch).
             self.trace.emit("guest", "elf_error", reason=exc.reason)

@@ -62,9 +62,11 @@ class Loaded:
         self.copied = copied
 
 
-def load(ram, base: int, size: int, claim_limit: int) -> Loaded:
+def load(ram, base: int, size: int, claim_limit: int, hex_upper: bool = False) -> Loaded:
     """elf_load_file on the size bytes at base, with elf_forth_claim; claims must end at or below
-    claim_limit (SLOF's own memory lies above it)."""
+    claim_limit (SLOF's own memory lies above it). hex_upper: SLOF's libc
+    printed %lx in upper case (before da3bd7a)."""
+    x = "X" if hex_upper else "x"
     if base + 16 > ram.size:
         raise BadExecutable("header outside RAM")
     ident = e_ident.parse(ram.read(base, 16))
@@ -91,8 +93,8 @@ def load(ram, base: int, size: int, claim_limit: int) -> Loaded:
         if ph.p_type != PT_LOAD:
             continue
         if ph.p_paddr != ph.p_vaddr:
-            raise BadExecutable(f"PT_LOAD {i}: p_vaddr != p_paddr", f"ELF{bits}: VirtAddr({ph.p_vaddr:x}) != "
-                                f"PhysAddr({ph.p_paddr:x}) not supported, aborting\r\n")
+            raise BadExecutable(f"PT_LOAD {i}: p_vaddr != p_paddr", f"ELF{bits}: VirtAddr({ph.p_vaddr:{x}}) != "
+                                f"PhysAddr({ph.p_paddr:{x}}) not supported, aborting\r\n")
         end = ph.p_paddr + max(ph.p_memsz, ph.p_filesz)
         if end > claim_limit:                              # elf-claim-segment: claim throws
             raise ClaimFailed(f"PT_LOAD {i}: [0x{ph.p_paddr:x}, 0x{end:x}) is not free RAM (below 0x{claim_limit:x})")

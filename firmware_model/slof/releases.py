@@ -40,6 +40,12 @@ class SlofRelease:
     copyright_years: str      # "2004, 2011" until 2f1e6a7, then "2004, 2017"
     help_lines: str           # slof/fs/banner.fs `banner`
     logo: bool                # .slof-logo before the help lines (until 2f1e6a7)
+    # `boot` printed .banner again once (go-and-catch) and load-next were
+    # done (boot.fs), so a failed go shows the banner twice; until 06e1e07.
+    banner_after_go: bool
+    # lib/libc vsnprintf printed hex digits upper case ("%lx" -> C000...)
+    # until da3bd7a "libc: Port vsnprintf back from skiboot".
+    hex_upper: bool
     # PCI: be9b2fa "pci: Use QEMU created PCI device nodes" (20150429).
     # Without it SLOF scans bus 0 itself (slof/fs/pci-scan.fs).
     reads_qemu_pci_nodes: bool
@@ -90,7 +96,7 @@ S20150313 = _row(
     None, tag="20150313", commit="c89b0df661c0a6bfa9ff0ed4a371f631f5ee38b0",
     title="qemu-slof-20150313 (QEMU 2.3.0's roms/SLOF)",
     build_date="Mar 13 2015 22:37:28", fw_version="git-c89b0df661c0a6bf",   # real-slof-2015 README
-    copyright_years="2004, 2011", help_lines=HELP_2011, logo=True,
+    copyright_years="2004, 2011", help_lines=HELP_2011, logo=True, banner_after_go=True, hex_upper=True,
     reads_qemu_pci_nodes=False, modern_virtio=False, queue_setup_at_open=False, reset_at_init=False,
     vring_from_registers=True, iommu_platform=False, transfer_fn="virtioblk_read", boot_line_full_path=False,
     no_dos_label_message=True, gpt_checks_mbr_magic=False, gpt_header_checked=False,
@@ -109,14 +115,16 @@ S20150813 = _row(
     chrp_tries_gpt_fat=True)
 S20160223 = _row(
     S20150813, tag="20160223", commit="e3a281624b47c98dacd63572ed7ce0ed8dc61391",
-    title="virtio: make all virtio apis 1.0 aware (+ bcdf942 queue init at open, b5a692d device reset)",
-    modern_virtio=True, queue_setup_at_open=True, reset_at_init=True)
+    title="virtio: make all virtio apis 1.0 aware (+ bcdf942 queue init at open, b5a692d device reset, "
+          "da3bd7a libc: Port vsnprintf back from skiboot)",
+    modern_virtio=True, queue_setup_at_open=True, reset_at_init=True, hex_upper=False)
 S20170303 = _row(
     S20160223, tag="20170303", commit="264553932ba3cee4b7472838daaecfaaa61c91da",
     title="virtio: Implement block write support", transfer_fn="virtioblk_transfer")
 S20170724 = _row(
     S20170303, tag="20170724", commit="2f1e6a73f2090bcd87eb4185763c744a290c13ad",
-    title="logo: Update the logo", copyright_years="2004, 2017", help_lines=HELP_2017, logo=False)
+    title="logo: Update the logo (+ 06e1e07 Rework the printing of the banner during boot)",
+    copyright_years="2004, 2017", help_lines=HELP_2017, logo=False, banner_after_go=False)
 S20191206 = _row(
     S20170724, tag="20191206", commit="300384f3dc68588a051f5737aee3b5eab4dd19e4",
     title="virtio: Store queue descriptors in virtio_device (+ 7477a17 virtio: Enable IOMMU)",
