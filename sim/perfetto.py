@@ -64,8 +64,38 @@ def build(result, notify_addrs: set[int]) -> dict:
     out += _phases(ev, result.end_ns)
     flow_id, in_flight, exits = 0, 0, 0
     pending_call, pending_notify, pending_req, pending_mmio = None, None, {}, None
+    startup_flow, bql_from = None, None
     for e in ev:
         f = e.fields
+        # The start-up race (QEMU 2.1-2.4): a host notifier created signalled,
+        # the main loop's wake-up and its BQL, the dataplane it starts.
+        if e.name == "host_notifier_init" and f.get("signalled") and f.get("handler") == "main loop":
+            flow_id += 1
+            startup_flow = flow_id
+            out.append({"ph": "i", "s": "t", "name": "host notifier created signalled", "pid": PID,
+                        "tid": TRACKS[e.actor][0], "ts": _us(e.t_ns), "args": {"eventfd": f["eventfd"]}})
+            out.append({"ph": "s", "id": flow_id, "name": "start-up signal", "cat": "startup", "pid": PID,
+                        "tid": TRACKS[e.actor][0], "ts": _us(e.t_ns)})
+            continue
+        if e.name == "main_loop_wakeup":
+            out.append({"ph": "i", "s": "t", "name": "main loop wakes", "pid": PID, "tid": TRACKS[e.actor][0],
+                        "ts": _us(e.t_ns), "args": {"ready": f["ready"]}})
+            continue
+        if e.name == "bql_lock" and e.actor in TRACKS:
+            bql_from = e
+            continue
+        if e.name == "bql_unlock" and bql_from is not None:
+            out.append(_slice("BQL held", e.actor, bql_from.t_ns, e.t_ns, "bql"))
+            bql_from = None
+            continue
+        if e.name == "dataplane_start":
+            out.append(_slice(f"dataplane start (by {f.get('by', '?')})", e.actor, e.t_ns, e.t_ns, "startup",
+                              iothread=f["iothread"]))
+            if startup_flow is not None:
+                out.append({"ph": "f", "bp": "e", "id": startup_flow, "name": "start-up signal", "cat": "startup",
+                            "pid": PID, "tid": TRACKS[e.actor][0], "ts": _us(e.t_ns)})
+                startup_flow = None
+            continue
         if e.name == "linux_virtqueue_notify":       # the kernel stage's kick: an MMU-on store
             flow_id += 1
             pending_notify = flow_id

@@ -42,3 +42,21 @@ def test_every_register_access_shows_with_its_value(tmp_path):
     assert any(e["name"] == "GUEST_FEATURES W 0x30006e74" for e in regs)
     msix = [e["args"] for e in regs if e["args"]["region"] == "msix-table"]
     assert len(msix) == 18 and {"rw": "W", "offset": 0xC, "size": 4, "value": "0x0", "region": "msix-table"} in msix
+
+
+def test_stall_trace_shows_the_start_up_race(tmp_path):
+    """The notifier created signalled flows to the dataplane start it caused,
+    on the main loop's track, under the BQL, before SLOF's first kick."""
+    events = _trace(tmp_path, "dataplane-stall")
+    starts, ends = _flows(events)
+    (fid,) = [i for i, s in starts.items() if s["name"] == "start-up signal"]
+    start = next(e for e in events if e["name"] == "dataplane start (by start-up notifier)")
+    assert ends[fid]["ts"] == start["ts"] and ends[fid]["tid"] == start["tid"] == 4     # QEMU main loop
+    assert any(e["name"] == "BQL held" and e["tid"] == 4 and e["ts"] == start["ts"] for e in events)
+    first_kick = min(s["ts"] for s in starts.values() if s["name"] == "QUEUE_NOTIFY")
+    assert starts[fid]["ts"] < start["ts"] < first_kick
+
+
+def test_slow_main_loop_trace_shows_the_kick_starting_the_dataplane(tmp_path):
+    events = _trace(tmp_path, "startup-race-slow-main-loop")
+    assert any(e["name"] == "dataplane start (by userspace)" for e in events)
