@@ -36,6 +36,7 @@ from devices.pci import (
     PCIDevice,
 )
 from sim.qemu.memory import DEVICE_LITTLE_ENDIAN, MemoryRegion, MemoryRegionOps, bswap
+from sim.trace import fields_builder
 
 MSIX_VECTORS = 2                  # virtio-blk-pci's "vectors" default (DEV_NVECTORS_UNSPECIFIED -> 2)
 MSIX_PBA_OFFSET = 0x800           # msix_init_exclusive_bar: the PBA in the BAR's second half
@@ -458,14 +459,12 @@ class VirtIOPCIProxy(PCIDevice):
             value = self._config_read(addr - cfg, size)
         else:
             value = self._ioport_read(addr)
-        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=0, offset=addr, region="legacy", region_offset=addr,
-                        size=size, rw="R", value=value, reg=_reg_name(addr, cfg))
+        self.trace.record("qemu-vcpu", "virtio_pci_access", _legacy_access_fields, addr, size, "R", value, cfg)
         return value
 
     def legacy_write(self, addr: int, value: int, size: int) -> None:
         cfg = self.config_off
-        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=0, offset=addr, region="legacy", region_offset=addr,
-                        size=size, rw="W", value=value, reg=_reg_name(addr, cfg))
+        self.trace.record("qemu-vcpu", "virtio_pci_access", _legacy_access_fields, addr, size, "W", value, cfg)
         if addr >= cfg:
             return  # virtio-blk's config is read-only to the legacy driver (wce aside)
         self._ioport_write(addr, value)
@@ -691,3 +690,10 @@ def _reg_name(addr: int, config_off: int) -> str:
         return "MSI_QUEUE_VECTOR"
     name = LEGACY_REGS.get(addr)
     return name if name is not None else f"0x{addr:x}"
+
+
+@fields_builder
+def _legacy_access_fields(addr: int, size: int, rw: str, value: int, config_off: int) -> dict:
+    """A BAR 0 access's trace fields (Trace.record: built when read)."""
+    return {"bar": 0, "offset": addr, "region": "legacy", "region_offset": addr, "size": size, "rw": rw,
+            "value": value, "reg": _reg_name(addr, config_off)}

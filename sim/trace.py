@@ -10,11 +10,38 @@ from typing import NamedTuple
 from sim import vtime
 
 
-class Event(NamedTuple):
+class _Event(NamedTuple):
     t_ns: int
     actor: str
     name: str
-    fields: dict
+    raw: object     # the fields dict, or the builder index Trace.record was given
+    args: tuple = None   # Trace.record's args for the builder
+
+
+# Fields builders (Trace.record), by index. A recorded event is one tuple
+# and its args, no more objects than an emitted one (its tuple and kwargs
+# dict): each allocation counts towards the garbage collector's next pass,
+# and a full pass scans every event of the boot.
+_BUILDERS: list = []
+
+
+def fields_builder(fn):
+    """Register fn(*args) -> fields dict for Trace.record; returns its index."""
+    _BUILDERS.append(fn)
+    return len(_BUILDERS) - 1
+
+
+class Event(_Event):
+    """(t_ns, actor, name, fields). A hot event is recorded raw (Trace.record):
+    its fields dict -- names formatted, bytes hexed -- is built when read."""
+    __slots__ = ()
+
+    @property
+    def fields(self) -> dict:
+        raw = self.raw
+        if type(raw) is dict:
+            return raw
+        return _BUILDERS[raw](*self.args)
 
     def to_json(self) -> dict:
         return {"t_ns": self.t_ns, "actor": self.actor, "event": self.name, **self.fields}
@@ -32,7 +59,16 @@ class Trace:
 
     def emit(self, _actor: str, _name: str, **fields) -> Event:
         # vtime.now() and Event(...) inlined: the hottest call of a boot.
-        ev = _new_event(Event, (round((vtime._clock_now() + _owed.get()) * 1e9), _actor, _name, fields))
+        ev = _new_event(Event, (round((vtime._clock_now() + _owed.get()) * 1e9), _actor, _name, fields, None))
+        self.events.append(ev)
+        return ev
+
+    def record(self, _actor: str, _name: str, build: int, *args) -> Event:
+        """emit(actor, name, **fields) with fields = the builder `build`
+        (fields_builder) applied to args, called only when the fields are
+        read: for the events of every hcall and exit. args must be values
+        that do not change (ints, strings, bytes, None)."""
+        ev = _new_event(Event, (round((vtime._clock_now() + _owed.get()) * 1e9), _actor, _name, build, args))
         self.events.append(ev)
         return ev
 
