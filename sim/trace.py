@@ -46,6 +46,27 @@ class Event(_Event):
     def to_json(self) -> dict:
         return {"t_ns": self.t_ns, "actor": self.actor, "event": self.name, **self.fields}
 
+    def __eq__(self, other):
+        """Equal as (t_ns, actor, name, fields), however each was recorded."""
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self[:3] == other[:3] and self.fields == other.fields
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self[:3])
+
+    def __repr__(self) -> str:
+        return f"Event(t_ns={self.t_ns!r}, actor={self.actor!r}, name={self.name!r}, fields={self.fields!r})"
+
+    def __reduce__(self):
+        # Pickled (to or from a worker process) with its fields built: a
+        # builder index means nothing in another interpreter.
+        return Event, (self.t_ns, self.actor, self.name, self.fields)
+
 
 _new_event = tuple.__new__
 _owed = vtime._owed
