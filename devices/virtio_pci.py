@@ -36,6 +36,7 @@ from devices.pci import (
     PCIDevice,
 )
 from sim.qemu.memory import DEVICE_LITTLE_ENDIAN, MemoryRegion, MemoryRegionOps, bswap
+from sim.trace import fields_builder
 
 MSIX_VECTORS = 2                  # virtio-blk-pci's "vectors" default (DEV_NVECTORS_UNSPECIFIED -> 2)
 MSIX_PBA_OFFSET = 0x800           # msix_init_exclusive_bar: the PBA in the BAR's second half
@@ -155,8 +156,9 @@ class VirtIOPCIProxy(PCIDevice):
     # -- MSI-X (hw/pci/msix.c) ---------------------------------------------
 
     def msix_enabled(self) -> bool:
-        """msix_enabled: the Enable bit of Message Control."""
-        return bool(self._get(self.msix_cap + 2, 2) & PCI_MSIX_FLAGS_ENABLE)
+        """msix_enabled: the Enable bit of Message Control (its high byte;
+        config space is little-endian)."""
+        return bool(self.config[self.msix_cap + 3] & (PCI_MSIX_FLAGS_ENABLE >> 8))
 
     @property
     def config_off(self) -> int:
@@ -450,27 +452,25 @@ class VirtIOPCIProxy(PCIDevice):
     # -- BAR 0 ------------------------------------------------------------
 
     def legacy_read(self, addr: int, size: int) -> int:
-        if addr >= self.config_off:
-            value = self._config_read(addr - self.config_off, size)
+        # virtio_pci_config_read. config_off is read once: an ioport read
+        # never changes the MSI-X Enable bit it depends on.
+        cfg = self.config_off
+        if addr >= cfg:
+            value = self._config_read(addr - cfg, size)
         else:
             value = self._ioport_read(addr)
-        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=0, offset=addr, region="legacy", region_offset=addr,
-                        size=size, rw="R", value=value, reg=self.reg_name(addr))
+        self.trace.record("qemu-vcpu", "virtio_pci_access", _legacy_access_fields, addr, size, "R", value, cfg)
         return value
 
     def legacy_write(self, addr: int, value: int, size: int) -> None:
-        self.trace.emit("qemu-vcpu", "virtio_pci_access", bar=0, offset=addr, region="legacy", region_offset=addr,
-                        size=size, rw="W", value=value, reg=self.reg_name(addr))
-        if addr >= self.config_off:
+        cfg = self.config_off
+        self.trace.record("qemu-vcpu", "virtio_pci_access", _legacy_access_fields, addr, size, "W", value, cfg)
+        if addr >= cfg:
             return  # virtio-blk's config is read-only to the legacy driver (wce aside)
         self._ioport_write(addr, value)
 
     def reg_name(self, addr: int) -> str:
-        if addr >= self.config_off:
-            return f"cfg+{addr - self.config_off}"
-        if addr in (VIRTIO_MSI_CONFIG_VECTOR, VIRTIO_MSI_QUEUE_VECTOR):   # only below config_off with MSI-X on
-            return "MSI_CONFIG_VECTOR" if addr == VIRTIO_MSI_CONFIG_VECTOR else "MSI_QUEUE_VECTOR"
-        return LEGACY_REGS.get(addr, f"0x{addr:x}")
+        return _reg_name(addr, self.config_off)
 
     def _config_read(self, off: int, size: int) -> int:
         """virtio_config_read{b,w,l} (target-order load), then the legacy
@@ -678,3 +678,22 @@ class VirtIOPCIProxy(PCIDevice):
             self.msix_notify(vector, actor)
             return
         self.qemu.pci_set_irq(self, 1)
+
+
+def _reg_name(addr: int, config_off: int) -> str:
+    """The legacy register at BAR 0 offset addr, device config from config_off."""
+    if addr >= config_off:
+        return f"cfg+{addr - config_off}"
+    if addr == VIRTIO_MSI_CONFIG_VECTOR:      # only below config_off with MSI-X on
+        return "MSI_CONFIG_VECTOR"
+    if addr == VIRTIO_MSI_QUEUE_VECTOR:
+        return "MSI_QUEUE_VECTOR"
+    name = LEGACY_REGS.get(addr)
+    return name if name is not None else f"0x{addr:x}"
+
+
+@fields_builder
+def _legacy_access_fields(addr: int, size: int, rw: str, value: int, config_off: int) -> dict:
+    """A BAR 0 access's trace fields (Trace.record: built when read)."""
+    return {"bar": 0, "offset": addr, "region": "legacy", "region_offset": addr, "size": size, "rw": rw,
+            "value": value, "reg": _reg_name(addr, config_off)}

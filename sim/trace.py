@@ -10,14 +10,66 @@ from typing import NamedTuple
 from sim import vtime
 
 
-class Event(NamedTuple):
+class _Event(NamedTuple):
     t_ns: int
     actor: str
     name: str
-    fields: dict
+    raw: object     # the fields dict, or the builder index Trace.record was given
+    args: tuple = None   # Trace.record's args for the builder
+
+
+# Fields builders (Trace.record), by index. A recorded event is one tuple
+# and its args, no more objects than an emitted one (its tuple and kwargs
+# dict): each allocation counts towards the garbage collector's next pass,
+# and a full pass scans every event of the boot.
+_BUILDERS: list = []
+
+
+def fields_builder(fn):
+    """Register fn(*args) -> fields dict for Trace.record; returns its index."""
+    _BUILDERS.append(fn)
+    return len(_BUILDERS) - 1
+
+
+class Event(_Event):
+    """(t_ns, actor, name, fields). A hot event is recorded raw (Trace.record):
+    its fields dict -- names formatted, bytes hexed -- is built when read."""
+    __slots__ = ()
+
+    @property
+    def fields(self) -> dict:
+        raw = self.raw
+        if type(raw) is dict:
+            return raw
+        return _BUILDERS[raw](*self.args)
 
     def to_json(self) -> dict:
         return {"t_ns": self.t_ns, "actor": self.actor, "event": self.name, **self.fields}
+
+    def __eq__(self, other):
+        """Equal as (t_ns, actor, name, fields), however each was recorded."""
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self[:3] == other[:3] and self.fields == other.fields
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self[:3])
+
+    def __repr__(self) -> str:
+        return f"Event(t_ns={self.t_ns!r}, actor={self.actor!r}, name={self.name!r}, fields={self.fields!r})"
+
+    def __reduce__(self):
+        # Pickled (to or from a worker process) with its fields built: a
+        # builder index means nothing in another interpreter.
+        return Event, (self.t_ns, self.actor, self.name, self.fields)
+
+
+_new_event = tuple.__new__
+_owed = vtime._owed
 
 
 class Trace:
@@ -27,7 +79,17 @@ class Trace:
         self.events: list[Event] = []
 
     def emit(self, _actor: str, _name: str, **fields) -> Event:
-        ev = Event(round(vtime.now() * 1e9), _actor, _name, fields)
+        # vtime.now() and Event(...) inlined: the hottest call of a boot.
+        ev = _new_event(Event, (round((vtime._clock_now() + _owed.get()) * 1e9), _actor, _name, fields, None))
+        self.events.append(ev)
+        return ev
+
+    def record(self, _actor: str, _name: str, build: int, *args) -> Event:
+        """emit(actor, name, **fields) with fields = the builder `build`
+        (fields_builder) applied to args, called only when the fields are
+        read: for the events of every hcall and exit. args must be values
+        that do not change (ints, strings, bytes, None)."""
+        ev = _new_event(Event, (round((vtime._clock_now() + _owed.get()) * 1e9), _actor, _name, build, args))
         self.events.append(ev)
         return ev
 

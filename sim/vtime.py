@@ -14,6 +14,7 @@ import contextvars
 import math
 
 import trio
+from trio._core import _run
 
 QUANTUM = 1e-3   # most simulated time a task runs ahead of trio's clock
 
@@ -61,7 +62,6 @@ def deterministic_scheduling(seed: int = SCHEDULER_SEED) -> None:
     deterministic mode (the hook its Hypothesis plugin sets) sorts each
     batch by task creation, then shuffles it with trio's own Random, seeded
     here once per machine."""
-    from trio._core import _run
     _run._ALLOW_DETERMINISTIC_SCHEDULING = True
     _run._r.seed(seed)
 
@@ -129,8 +129,11 @@ async def sync() -> None:
     then ordered correctly against everything the others do."""
     owed = _owed.get()
     if owed:
-        st = trio.lowlevel.current_statistics()
-        if st.tasks_runnable or st.seconds_to_next_deadline <= owed:
+        # trio.lowlevel.current_statistics()'s tasks_runnable and
+        # seconds_to_next_deadline, read from the runner without building
+        # the statistics (and the I/O backend's) on every BQL take.
+        rn = _run.GLOBAL_RUN_CONTEXT.runner
+        if rn.runq or rn.deadlines.next_deadline() - _clock_now() <= owed:
             await settle()
 
 

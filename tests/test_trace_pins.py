@@ -99,3 +99,25 @@ def test_a_tie_between_two_completions_is_broken_the_same_way_in_every_process()
                              env=dict(os.environ, PYTHONPATH=ROOT), check=True).stdout.strip()
               for _ in range(6)}
     assert hashes == {_pins()["fault-lost-kick-iothread"][0]}
+
+
+def test_a_recorded_event_reads_as_the_emitted_one_and_pickles_with_its_fields():
+    """Trace.record keeps raw values and builds the fields when read; a
+    builder index means nothing in a worker process, so pickling builds them."""
+    import pickle
+    from sim import vtime
+    from sim.trace import Event, Trace, fields_builder
+    build = fields_builder(lambda addr, data: {"addr": addr, "data": data.hex()})
+    vtime.use_clock(vtime.AutojumpClock())
+    try:
+        t = Trace()
+        t.record("kvm", "io_bus_write", build, 0x1000, b"\x00\x01")
+        t.emit("kvm", "io_bus_write", addr=0x1000, data="0001")
+    finally:
+        vtime.use_clock(None)
+    rec, emitted = t.events
+    assert rec.fields == emitted.fields == {"addr": 0x1000, "data": "0001"}
+    assert rec == emitted and trace_hash(Trace()) != trace_hash(t)
+    back = pickle.loads(pickle.dumps(rec))
+    assert back.raw == {"addr": 0x1000, "data": "0001"} and back == rec
+    assert rec != Event(0, "kvm", "io_bus_write", {"addr": 0x1000, "data": "0002"})

@@ -78,7 +78,10 @@ ERRNO_NAMES = {EINVAL: "EINVAL", EEXIST: "EEXIST", ENOENT: "ENOENT", ENOSPC: "EN
 
 def errno_name(ret: int) -> str:
     """'-EINVAL' for -22, '0' for success."""
-    return "0" if ret == 0 else f"-{ERRNO_NAMES.get(-ret, str(-ret))}"
+    if ret == 0:
+        return "0"
+    name = ERRNO_NAMES.get(-ret)
+    return f"-{name if name is not None else -ret}"
 
 
 # struct kvm_run, the KVM_EXIT_MMIO member of its exit union:

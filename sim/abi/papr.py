@@ -46,7 +46,8 @@ RETURN_NAMES = {
 
 
 def hcall_name(nr: int) -> str:
-    return HCALL_NAMES.get(nr, f"hcall 0x{nr:x}")
+    name = HCALL_NAMES.get(nr)     # the fallback formatted only when needed
+    return name if name is not None else f"hcall 0x{nr:x}"
 
 
 def to_reg(value: int) -> int:

@@ -26,6 +26,7 @@ from devices.pci import PCI_CONFIG_SPACE_SIZE, PCIBus
 from devices.virtio_blk import VirtIOBlock
 from devices.virtio_pci import VirtIOPCIProxy
 from sim.abi.virtio import PCI_DEVICE_ID_VIRTIO_BLOCK
+from sim.trace import fields_builder
 
 SPAPR_PCI_BASE_BUID = 0x800000020000000
 SPAPR_PCI_MEM_WIN_BUS_OFFSET = 0x80000000
@@ -332,7 +333,7 @@ class SpaprMachine:
             hc = run.papr_hcall
             vtime.charge(self.costs.qemu_dispatch)
             hc.ret = self.hcalls.spapr_hypercall(hc.nr, hc.args)
-            self.trace.emit("qemu-vcpu", "hcall_done", nr=hc.nr, ret=hc.ret, r4=hc.args[0], in_kernel=False)
+            self.trace.record("qemu-vcpu", "hcall_done", _hcall_done_fields, hc.nr, hc.ret, hc.args[0])
             return None
         if run.exit_reason == KVM_EXIT_MMIO:
             self.handle_mmio_exit(run)
@@ -368,3 +369,9 @@ class SpaprMachine:
         run.set_mmio(m.phys_addr, data, m.len, False)
         self.trace.emit("qemu-vcpu", "mmio_done", addr=m.phys_addr, len=m.len, is_write=False,
                         data=data.hex(), region=where.mr.name if where else "unassigned", in_kernel=False)
+
+
+@fields_builder
+def _hcall_done_fields(nr: int, ret: int, r4: int) -> dict:
+    """An hcall QEMU handled: its trace fields (Trace.record: built when read)."""
+    return {"nr": nr, "ret": ret, "r4": r4, "in_kernel": False}

@@ -5,6 +5,18 @@ ld*/st*_phys are target-native, big-endian for ppc64.
 """
 
 from sim.abi import papr
+from sim.trace import fields_builder
+
+
+# The fields of the events every logical load/store records (Trace.record).
+@fields_builder
+def _load_fields(size, addr, value, region) -> dict:
+    return {"size": size, "addr": addr, "value": value, "region": region}
+
+
+@fields_builder
+def _store_fields(size, addr, value) -> dict:
+    return {"size": size, "addr": addr, "value": value}
 
 
 class SpaprHcalls:
@@ -34,15 +46,15 @@ class SpaprHcalls:
             return papr.H_PARAMETER
         value, where = self.m.address_space.load(addr, size)
         args[0] = value
-        self.m.trace.emit("qemu-vcpu", "h_logical_load", size=size, addr=addr, value=value,
-                          region=where.mr.name if where else "unassigned")
+        self.m.trace.record("qemu-vcpu", "h_logical_load", _load_fields, size, addr, value,
+                            where.mr.name if where else "unassigned")
         return papr.H_SUCCESS
 
     def h_logical_store(self, args) -> int:
         size, addr, val = args[0], args[1], args[2]
         if size not in (1, 2, 4, 8):
             return papr.H_PARAMETER
-        self.m.trace.emit("qemu-vcpu", "h_logical_store", size=size, addr=addr, value=val)
+        self.m.trace.record("qemu-vcpu", "h_logical_store", _store_fields, size, addr, val)
         where = self.m.address_space.store(addr, size, val)
         if where is None:
             self.m.trace.emit("qemu-vcpu", "unassigned_write", addr=addr, size=size)

@@ -5,6 +5,7 @@ book3s_pr_papr.c).
 
 from sim.abi import papr
 from sim.abi.kvm import KVM_MMIO_BUS, BUS_NAMES, errno_name
+from sim.trace import fields_builder
 
 # hvcall.h opcodes named in the implemented/default lists below.
 H_REMOVE, H_ENTER, H_READ, H_CLEAR_MOD, H_CLEAR_REF, H_PROTECT = 0x04, 0x08, 0x0C, 0x10, 0x14, 0x18
@@ -43,6 +44,23 @@ def _is_power_of_2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
+# The fields of the events every H_LOGICAL_CI_* records (Trace.record).
+@fields_builder
+def _bus_read_fields(addr, size, ret, device) -> dict:
+    return {"bus": BUS_NAMES[KVM_MMIO_BUS], "addr": addr, "len": size, "ret": errno_name(ret), "device": device}
+
+
+@fields_builder
+def _bus_write_fields(addr, size, buf, ret, device) -> dict:
+    return {"bus": BUS_NAMES[KVM_MMIO_BUS], "addr": addr, "len": size, "data": buf.hex(), "ret": errno_name(ret),
+            "device": device}
+
+
+@fields_builder
+def _gate_fields(nr, enabled) -> dict:
+    return {"nr": nr, "bit": nr // 4, "enabled": enabled}
+
+
 def h_logical_ci_load(vcpu) -> int:
     """kvmppc_h_logical_ci_load: r4 = size, r5 = addr; result to r4."""
     gpr = vcpu.gpr
@@ -52,8 +70,7 @@ def h_logical_ci_load(vcpu) -> int:
         return papr.H_TOO_HARD
     buf = bytearray(8)
     ret, dev = vcpu.vm.buses[KVM_MMIO_BUS].read(addr, size, buf)
-    vcpu.vm.trace.emit("kvm", "io_bus_read", bus=BUS_NAMES[KVM_MMIO_BUS], addr=addr, len=size,
-                       ret=errno_name(ret), device=dev.describe() if dev else None)
+    vcpu.vm.trace.record("kvm", "io_bus_read", _bus_read_fields, addr, size, ret, dev.describe() if dev else None)
     if ret != 0:
         return papr.H_TOO_HARD
     gpr[4] = int.from_bytes(buf[:size], "big")
@@ -73,8 +90,7 @@ def h_logical_ci_store(vcpu) -> int:
     buf = (val & ((1 << (8 * size)) - 1)).to_bytes(size, "big")
     ret, dev = vcpu.vm.buses[KVM_MMIO_BUS].write(addr, size, buf)
     trace = vcpu.vm.trace
-    trace.emit("kvm", "io_bus_write", bus=BUS_NAMES[KVM_MMIO_BUS], addr=addr, len=size,
-               data=buf.hex(), ret=errno_name(ret), device=dev.describe() if dev else None)
+    trace.record("kvm", "io_bus_write", _bus_write_fields, addr, size, buf, ret, dev.describe() if dev else None)
     if dev is not None and dev.is_ioeventfd and not dev.lost:
         trace.emit("kvm", "ioeventfd_signal", addr=dev.addr, len=dev.length, fd=dev.eventfd.fd,
                    eventfd=dev.eventfd.label)
@@ -93,7 +109,7 @@ def do_hcall(vcpu) -> tuple[bool, str]:
     req = vcpu.gpr[3]
     if req <= MAX_HCALL_OPCODE:
         enabled = vm.hcall_enabled(req)
-        vm.trace.emit("kvm", "hcall_gate", nr=req, bit=req // 4, enabled=enabled)
+        vm.trace.record("kvm", "hcall_gate", _gate_fields, req, enabled)
         if not enabled:
             return False, f"enabled_hcalls bit {req // 4} clear"
     if req in LOGICAL_CI and vm.kernel_has_logical_ci:

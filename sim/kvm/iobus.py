@@ -62,20 +62,15 @@ class KvmIoBus:
                 return 0
         return -ENOENT
 
-    def _matches(self, addr: int, length: int):
-        for a, n, dev in self.ranges:
-            if _cmp(addr, length, a, n) == 0:
-                yield dev
-
     def write(self, addr: int, length: int, buf: bytes) -> tuple[int, IoDevice | None]:
         """__kvm_io_bus_write: (0, device that took it) or (-EOPNOTSUPP, None)."""
-        for dev in self._matches(addr, length):
-            if dev.write(addr, length, buf) == 0:
+        for a, n, dev in self.ranges:       # every H_LOGICAL_CI_* and MMIO exit looks here
+            if _cmp(addr, length, a, n) == 0 and dev.write(addr, length, buf) == 0:
                 return 0, dev
         return -EOPNOTSUPP, None
 
     def read(self, addr: int, length: int, buf: bytearray) -> tuple[int, IoDevice | None]:
-        for dev in self._matches(addr, length):
-            if dev.read(addr, length, buf) == 0:
+        for a, n, dev in self.ranges:
+            if _cmp(addr, length, a, n) == 0 and dev.read(addr, length, buf) == 0:
                 return 0, dev
         return -EOPNOTSUPP, None

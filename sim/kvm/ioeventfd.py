@@ -53,9 +53,16 @@ class IoEventFd(IoDevice):
             self.eventfd.signal()
         return 0
 
+    _description = None
+
     def describe(self) -> str:
-        dm = "any data" if self.wildcard else f"datamatch 0x{self.datamatch:x}"
-        return f"ioeventfd at 0x{self.addr:x} len {self.length} {dm} -> eventfd {self.eventfd.label!r}"
+        """Its fields never change once assigned: formatted once (it is in
+        the trace of every notify)."""
+        if self._description is None:
+            dm = "any data" if self.wildcard else f"datamatch 0x{self.datamatch:x}"
+            self._description = (f"ioeventfd at 0x{self.addr:x} len {self.length} {dm} "
+                                 f"-> eventfd {self.eventfd.label!r}")
+        return self._description
 
 
 def _bus_for(flags: int) -> int:

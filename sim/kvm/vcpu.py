@@ -14,6 +14,7 @@ from sim.abi.kvm import EXIT_NAMES, KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL, KVM_EXIT
 from sim.cpu import HDSI, TIMEBASE_FREQ, Trap
 from sim import vtime
 from sim.kvm import book3s
+from sim.trace import fields_builder
 
 BOOK3S_INTERRUPT_EXTERNAL = 0x500
 BOOK3S_INTERRUPT_DECREMENTER = 0x900
@@ -54,6 +55,22 @@ class KvmRun:
 
     def get_mmio(self):
         return self._layout.parse(self.mmio)
+
+
+# The fields of the events every hcall records (Trace.record: built when read).
+@fields_builder
+def _hcall_fields(nr, r4, r5, r6) -> dict:
+    return {"nr": nr, "name": papr.hcall_name(nr), "r4": r4, "r5": r5, "r6": r6}
+
+
+@fields_builder
+def _hcall_done_fields(nr, r3, r4) -> dict:
+    return {"nr": nr, "ret": papr.from_reg(r3), "r4": r4, "in_kernel": True}
+
+
+@fields_builder
+def _hcall_exit_fields(nr, why) -> dict:
+    return {"reason": EXIT_NAMES[KVM_EXIT_PAPR_HCALL], "nr": nr, "why": why}
 
 
 @types.coroutine
@@ -116,7 +133,7 @@ class Vcpu:
             # BOOK3S_INTERRUPT_SYSCALL with sc 1 from MSR_PR=0: kvm_run is
             # filled before the in-kernel attempt (kvmppc_handle_exit_hv).
             nr = gpr[3]
-            trace.emit("guest", "hcall", nr=nr, name=papr.hcall_name(nr), r4=gpr[4], r5=gpr[5], r6=gpr[6])
+            trace.record("guest", "hcall", _hcall_fields, nr, gpr[4], gpr[5], gpr[6])
             if nr == papr.H_CEDE and self.vm.hcall_enabled(nr):
                 await self._cede()
                 trace.emit("kvm", "hcall_done", nr=nr, ret=papr.H_SUCCESS, r4=gpr[4], in_kernel=True)
@@ -124,13 +141,13 @@ class Vcpu:
             handled, why = book3s.do_hcall(self)
             if handled:
                 vtime.charge(costs.hcall_in_kernel)
-                trace.emit("kvm", "hcall_done", nr=nr, ret=papr.from_reg(gpr[3]), r4=gpr[4], in_kernel=True)
+                trace.record("kvm", "hcall_done", _hcall_done_fields, nr, gpr[3], gpr[4])
                 continue
             run.exit_reason = KVM_EXIT_PAPR_HCALL
             run.papr_hcall.nr = nr
             run.papr_hcall.args[:] = gpr[4:13]
             self.hcall_needed = True
-            trace.emit("kvm", "exit", reason=EXIT_NAMES[KVM_EXIT_PAPR_HCALL], nr=nr, why=why)
+            trace.record("kvm", "exit", _hcall_exit_fields, nr, why)
             vtime.charge(costs.exit_to_userspace)
             return run
 
