@@ -61,6 +61,24 @@ QEMU_REASONS = [re.compile(p) for p in (
     r"virtio-blk request inhdr too short",
 )]
 
+# ... and the 2.2-2.5 dataplane's (error_report calls in hw/virtio/dataplane/vring.c),
+# with virtio_blk_handle_request's, which exit QEMU there.
+VRING_REASONS = [re.compile(p) for p in (
+    r"Failed to map 0x[0-9a-f]+ byte for vring (desc|avail|used) at 0x[0-9a-f]+",
+    r"Guest moved used index from \d+ to \d+",
+    r"Guest says index \d+ > \d+ is available",
+    r"Desc index is \d+ > \d+, head = \d+",
+    r"Loop detected: last one at \d+ vq size \d+ head \d+",
+    r"Loop detected: last one at \d+ indirect size \d+",
+    r"Invalid length in indirect descriptor: len (0|0x[0-9a-f]+) not multiple of 0x10",
+    r"Indirect buffer length too big: -?\d+",
+    r"Failed to map indirect descriptor addr (0|0x[0-9a-f]+) len 16",
+    r"Nested indirect descriptor",
+    r"Descriptor has out after in",
+    r"Invalid SG num: \d+",
+    r"Failed to map descriptor addr (0|0x[0-9a-f]+) len \d+",
+)]
+
 
 def reason_class(reason: str) -> str:
     """A virtio_error reason with its numbers replaced, for counting."""
