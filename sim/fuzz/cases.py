@@ -41,7 +41,8 @@ STORES = (papr.H_LOGICAL_CI_STORE, H_LOGICAL_CACHE_STORE)
 MAX_HCALL_OPCODE = papr.H_SET_MODE   # 3.17-4.x kernels, and QEMU 2.x's table
 
 # QEMU's own words for a broken device (virtio_error calls in hw/virtio/virtio.c
-# and hw/block/virtio-blk.c). A reason outside this list is a finding.
+# and hw/block/virtio-blk.c; before 2.8 the same checks' error_report + exit(1)).
+# A reason outside this list is a finding.
 QEMU_REASONS = [re.compile(p) for p in (
     r"Guest moved used index from \d+ to \d+",
     r"Guest says index \d+ is available",

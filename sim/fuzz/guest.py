@@ -593,7 +593,8 @@ class HostileGuest:
 
     def _expect_blk(self, chain):
         """virtqueue_pop, then virtio_blk_handle_request, from qemu.md and
-        QEMU's rules: ('error', None) or (status|None for any, in_len)."""
+        QEMU's rules: ('error', "pop" or "request": where it fails) or
+        (status|None for any, in_len)."""
         if any(n == 0 for _, n, _w in chain):
             return "error", "pop"
         seen_in = False
