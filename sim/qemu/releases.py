@@ -84,16 +84,19 @@ _ROWS = [
         "model (real QEMU 7.2 offers them: real-slof/tr-legacy-*_regs.csv)"),
     Row((2, 1), "ring_error", "exit",
         "virtqueue_num_heads/virtqueue_get_head/virtqueue_pop, virtio_blk_handle_request: error_report(); exit(1)",
-        "reference (brief; dataplane vring.c read at a 2.4-era tree; virtio.c 2.x not read at a tag)"),
+        "tag (lluwm/qemu-2.5.0 tree, VERSION 2.5.0: hw/virtio/virtio.c, hw/block/virtio-blk.c)"),
     Row((2, 8), "ring_error", "virtio_error",
         "virtio: introduce virtio_error, then the virtio.c/virtio-blk exit(1)s become virtio_error "
-        "(2.8 series; commit not identified)", "inferred (not checked at v2.7.0/v2.8.0)"),
+        "(2.8 series; commit not identified)",
+        "tag (YellyYU/qemu-2.8.0 tree, VERSION 2.8.0: virtio_error in virtqueue_num_heads, "
+        "virtqueue_get_head, virtio_blk_handle_request; 2.6/2.7 not read)"),
     Row((2, 1), "dataplane_pop", "vring",
         "hw/virtio/dataplane/vring.c vring_pop, get_desc, get_indirect (vring->broken)",
-        "tag (qemu/qemu hw/virtio/dataplane/vring.c 0fdf9f756fff, a 2.4-era tree)"),
+        "tag (qemu/qemu hw/virtio/dataplane/vring.c 0fdf9f756fff, a 2.4-era tree; the lluwm/qemu-2.5.0 "
+        "tree's dataplane calls vring_pop)"),
     Row((2, 6), "dataplane_pop", "virtqueue",
         "virtio-blk: do not use vring in dataplane (P. Bonzini, 2.6 series; commit not identified)",
-        "inferred (not checked at v2.5.0/v2.6.0)"),
+        "inferred (2.5.0 tree: vring_pop; 2.8.0 tree: virtio_blk_handle_vq, no vring.c; 2.6 not read)"),
     Row((2, 1), "ring_reset", False, "", "model"),
     Row((7, 2), "ring_reset", True, "virtio: queue_reset in DEFINE_VIRTIO_COMMON_FEATURES (7.2)",
         "tag (real QEMU 7.2: device_feature 0x101 in real-slof/tr-modern-*_regs.csv)"),
