@@ -68,7 +68,8 @@ class VirtIOBlockDataPlane:
         vdev, vq = self.vdev, self.vdev.vq
         big = vdev.is_big_endian()
         while True:
-            n = vdev.process_queue(vq, self.ctx.actor, self.ctx)
+            # 2.2-2.5: hw/virtio/dataplane/vring.c's vring_pop (releases dataplane_pop)
+            n = vdev.process_queue(vq, self.ctx.actor, self.ctx, vring=vdev.dataplane_pop == "vring")
             self.trace.emit(self.ctx.actor, "dataplane_handle_notify", popped=n)
             if vdev.broken or vq.empty(big):
                 break

@@ -32,6 +32,9 @@ class VirtIODevice:
         # host notifier of a queue an IOThread handles, handle_aio_output),
         # "host notifier" (4.2: any assigned host notifier).
         self.userspace_kick = "handle_output"
+        # What a guest error does (sim.qemu.releases ring_error): "exit"
+        # (error_report + exit(1), QEMU before 2.8) or "virtio_error".
+        self.ring_error = "virtio_error"
         self.fault_plan = None      # lost_kick faults at QEMU's userspace notify (sim.faults)
 
     def add_queue(self, num: int, handle_output) -> VirtQueue:
@@ -109,6 +112,24 @@ class VirtIODevice:
             vq.host_notifier.signal()
             return
         vq.handle_output(vq, actor)
+
+    def guest_error(self, reason: str, actor: str) -> None:
+        """A bad ring or request: before 2.8 error_report(); exit(1), the
+        whole QEMU process ends (the device is marked broken only so this
+        step pops nothing more before the run stops); from 2.8 virtio_error."""
+        if self.ring_error == "exit":
+            self.broken = True
+            self.transport.qemu.qemu_exit(1, reason, actor)
+        else:
+            self.virtio_error(reason, actor)
+
+    def vring_error(self, reason: str, actor: str) -> None:
+        """The 2.2-2.5 dataplane's vring_pop failed: error_report() and
+        vring->broken, the dataplane serves no more (vring_pop refuses,
+        vring_push drops) until vring_setup at its next start. The device
+        status is untouched (no NEEDS_RESET)."""
+        self.broken = True
+        self.trace.emit(actor, "vring_error", device=self.name, reason=reason)
 
     def virtio_error(self, reason: str, actor: str) -> None:
         """virtio_error: the device is broken until reset."""

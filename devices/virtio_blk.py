@@ -20,6 +20,7 @@ from devices.blkdebug import BlkDebug
 from devices.block import SECTOR
 from devices.virtio import VirtIODevice
 from devices.virtqueue import VirtioError
+from devices.vring import vring_pop
 
 
 def host_features(release, read_only: bool) -> int:
@@ -70,6 +71,8 @@ class VirtIOBlock(VirtIODevice):
         self.host_features = host_features(release, not backend.writable)
         # 2.8+: virtio-blk's start_ioeventfd hook starts the dataplane at DRIVER_OK
         self.start_hook = release.dataplane_start == "start_ioeventfd"
+        self.ring_error = release.ring_error
+        self.dataplane_pop = release.dataplane_pop
         self.vq = self.add_queue(queue_size, self.handle_output)
         self.dataplane = None
         self.main_ctx = None
@@ -154,17 +157,18 @@ class VirtIOBlock(VirtIODevice):
         self.trace.emit(actor, "virtio_blk_handle_output", queue=vq.index, dataplane=None, processed=True, via=via)
         self.process_queue(vq, actor, self.main_ctx)
 
-    def process_queue(self, vq, actor: str, ctx) -> int:
-        """Pop every available request and submit it; returns how many."""
+    def process_queue(self, vq, actor: str, ctx, vring: bool = False) -> int:
+        """Pop every available request and submit it; returns how many.
+        vring: the 2.2-2.5 dataplane's own vring_pop (devices/vring.py)."""
         if self.broken:
             return 0
         big = self.is_big_endian()
         n = 0
         while True:
             try:
-                elem = vq.pop(big)
+                elem = vring_pop(vq, big) if vring else vq.pop(big)
             except VirtioError as exc:
-                self.virtio_error(str(exc), actor)
+                (self.vring_error if vring else self.guest_error)(str(exc), actor)
                 return n
             if elem is None:
                 return n
@@ -177,12 +181,12 @@ class VirtIOBlock(VirtIODevice):
         """virtio_blk_handle_request."""
         out = elem.out_sg
         if not out or not elem.in_sg:
-            self.virtio_error("virtio-blk missing headers", actor)
+            self.guest_error("virtio-blk missing headers", actor)
             return
         # The header may span descriptors: QEMU copies it out with iov_to_buf.
         hdr = b"".join(self.ram.read(a, min(n, 16)) for a, n in out[:16])[:16]
         if len(hdr) < 16:
-            self.virtio_error("virtio-blk request outhdr too short", actor)
+            self.guest_error("virtio-blk request outhdr too short", actor)
             return
         raw, _ioprio, sector = layouts(big).blk_outhdr_fast.unpack(hdr)
         rtype = request_kind(raw)

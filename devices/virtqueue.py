@@ -2,7 +2,9 @@
 
 Every index, length and address the guest supplies is checked before use.
 A violation raises VirtioError with QEMU's own message; the device then
-marks itself broken (virtio_error) instead of trusting the ring.
+does what its release does (sim.qemu.releases ring_error): QEMU exits
+(before 2.8) or the device marks itself broken (virtio_error). The 2.2-2.5
+dataplane walks the ring with its own vring_pop (devices/vring.py).
 """
 
 from sim.abi.virtio import (

@@ -43,7 +43,7 @@ def keys(cfg) -> tuple[tuple, tuple]:
     _, iothread, modern = cfg
     skip = (set() if modern else MODERN_ONLY) | (set() if iothread else DATAPLANE_ONLY)
     return tuple(f for f in QEMU_KEY if f not in skip), tuple(f for f in LINUX_KEY if f not in skip)
-SYMBOL = {"booted": ".", "stalled": "S", "failed": "F", "hung-in-qemu": "Q", None: "-"}
+SYMBOL = {"booted": ".", "stalled": "S", "failed": "F", "hung-in-qemu": "Q", "qemu-exited": "X", None: "-"}
 
 
 def classes(table, key) -> list[list[tuple[int, int]]]:
@@ -199,7 +199,7 @@ def _where(entry, axis_other) -> str:
 
 def format_text(m: dict) -> str:
     qc, lc, outcome = m["qemu_classes"], m["linux_classes"], m["outcome"]
-    lines = ["stall map: S stalled, . booted, F failed, Q hung in QEMU, - not offered (modern virtio before QEMU 2.4)",
+    lines = ["stall map: S stalled, . booted, F failed, Q hung in QEMU, X QEMU exited, - not offered (modern virtio before QEMU 2.4)",
              "columns: QEMU releases; rows: Linux (host KVM) releases; one block per configuration",
              f"(releases whose table rows agree on all a boot reads are one class: {m['boots']} boots)"]
     if m.get("faults"):

@@ -170,6 +170,8 @@ def verdict(result) -> tuple[str, str]:
     """(outcome, reason), from the trace and the guest's result:
     hung-in-qemu: the vcpu thread is blocked in QEMU, holding the BQL, in a
       block-layer drain for requests that never complete (sim.faults);
+    qemu-exited: QEMU called exit(1) on a guest error (before 2.8: a bad
+      ring or virtio-blk header), with its message;
     watchdog: the simulator's own bound on simulated time ended the run
       (never the 2015 bug: a model that hangs is a slofsim bug);
     booted: the image SLOF loaded ran to its hand-off (sim.handoff) and
@@ -184,6 +186,10 @@ def verdict(result) -> tuple[str, str]:
         secs = w[0].fields["seconds"] if w else None
         return "watchdog", ("the simulator's watchdog ended the run" +
                             (f" after {secs:.0f} s simulated" if secs else ""))
+    exited = trace.named("qemu_exit")
+    if exited:     # error_report(); exit(1): the QEMU process, and the VM, ended
+        f = exited[0].fields
+        return "qemu-exited", f"QEMU exited with status {f['status']}: {f['reason']}"
     drain = hung_in_qemu(result)
     if drain is not None:
         f = drain.fields

@@ -40,8 +40,9 @@ def check_writable(path: str, option: str) -> None:
 # sim.report.verdict: booted, stalled (a device never woke), failed (with a
 # reason), watchdog (the simulator's own bound on simulated time),
 # hung-in-qemu (the vcpu thread blocked in QEMU: a drain waiting for a
-# request that never completes, not the guest waiting; sim.faults).
-OUTCOMES = ("booted", "stalled", "failed", "watchdog", "hung-in-qemu")
+# request that never completes, not the guest waiting; sim.faults),
+# qemu-exited (QEMU called exit(1) on a guest error, before 2.8).
+OUTCOMES = ("booted", "stalled", "failed", "watchdog", "hung-in-qemu", "qemu-exited")
 VIRTQUEUE_MAX_SIZE = 1024   # include/hw/virtio/virtio.h
 # No single cost may exceed the simulator's watchdog span (sim.machine
 # WATCHDOG_S): one event costing more than the whole run could is a typo.

@@ -16,7 +16,7 @@ import sys
 _LAYER_STYLE = {"SLOF": "cyan", "KVM": "magenta", "QEMU": "yellow", "iothread": "green",
                 "qemu-main": "green"}
 _OUTCOME_STYLE = {"booted": "bold green", "stalled": "bold red", "failed": "bold red", "watchdog": "bold yellow",
-                  "hung-in-qemu": "bold red"}
+                  "hung-in-qemu": "bold red", "qemu-exited": "bold red"}
 
 
 def wants_rich(stream=None, *, json: bool = False) -> bool:

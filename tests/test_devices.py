@@ -70,6 +70,7 @@ class Host:
         self.fds = FdTable()
         self.main_ctx = AioContext("qemu-main", trace, Costs())
         self.irq_levels = []
+        self.exits = []
 
     def event_notifier_init(self, label, active=False):
         return self.fds.eventfd(label, int(active))
@@ -83,17 +84,20 @@ class Host:
     def bdrv_drain(self, actor, blk, why):
         assert not blk.in_flight, why      # these rigs never reset with a request in flight
 
+    def qemu_exit(self, status, reason, actor):
+        self.exits.append((status, reason))    # QEMU before 2.8: error_report(); exit(1)
+
 
 class Rig:
     """virtio-blk-pci on 4 MiB of guest RAM with a 16-sector disk, driven
     through BAR 0 the way SLOF drives it (register values device-side)."""
 
-    def __init__(self, *, writable=False, num=NUM, big=True, backend=None, **blk_kw):
+    def __init__(self, *, writable=False, num=NUM, big=True, backend=None, qemu=(2, 3), **blk_kw):
         self.trace = Trace()
         self.ram = GuestRAM(RAM_SIZE)
         self.backend = backend or BlockBackend.from_bytes(DISK, "test-disk", writable=writable)
         self.host = Host(self.trace)
-        self.blk = VirtIOBlock(self.backend, self.ram, self.trace, Costs(), release=qemu_releases.behaviour((2, 3)),
+        self.blk = VirtIOBlock(self.backend, self.ram, self.trace, Costs(), release=qemu_releases.behaviour(qemu),
                                queue_size=num, **blk_kw)
         self.blk.main_ctx = self.host.main_ctx
         self.proxy = VirtIOPCIProxy(self.blk, PCI_DEVICE_ID_VIRTIO_BLOCK, ioeventfd=True, qemu=self.host)
@@ -386,7 +390,7 @@ BROKEN_RINGS = [
 
 @pytest.mark.parametrize("corrupt, reason", BROKEN_RINGS, ids=[f.__name__.strip("_") for f, _ in BROKEN_RINGS])
 async def test_broken_ring_is_virtio_error_and_the_queue_is_no_longer_served(autojump_clock, corrupt, reason):
-    rig = Rig().setup()
+    rig = Rig(qemu=(2, 8)).setup()
     async with running(rig):
         corrupt(rig.ring)
         rig.kick()
@@ -411,7 +415,7 @@ async def test_broken_ring_is_virtio_error_and_the_queue_is_no_longer_served(aut
 
 
 async def test_virtio_error_sets_needs_reset_on_a_virtio_1_device(autojump_clock):
-    rig = Rig(big=False).setup()
+    rig = Rig(big=False, qemu=(2, 8)).setup()
     rig.blk.guest_features |= 1 << 32         # VIRTIO_F_VERSION_1 (not reachable on the legacy BAR)
     async with running(rig):
         _head_too_big(rig.ring)
@@ -579,7 +583,7 @@ async def test_out_past_capacity_is_ioerr_and_writes_nothing(autojump_clock):
 
 
 async def test_request_without_status_descriptor_breaks_the_device(autojump_clock):
-    rig = Rig().setup()
+    rig = Rig(qemu=(2, 8)).setup()
     rig.ram.write(HDR, rig.ring.L.blk_outhdr.build(dict(type=VIRTIO_BLK_T_IN, ioprio=0, sector=0)))
     rig.ring.publish(rig.ring.add_chain([(HDR, 16, False)]))
     async with running(rig):

@@ -111,6 +111,7 @@ class SpaprMachine:
         if "mem64" in win:
             self.phb_node["mem64_window"] = (win["mem64"][0], win["mem64"][0], win["mem64"][1])
         # Threads with an event loop.
+        self.exited = None          # (status, message) once QEMU called exit() (qemu_exit)
         self.bql = Bql(trace)
         self.main_ctx = AioContext("qemu-main", trace, costs, bql=self.bql)
         self.iothread_ctx = AioContext("iothread", trace, costs) if cfg.iothread else None
@@ -293,6 +294,7 @@ class SpaprMachine:
         """The QEMU process: the main loop and IOThreads as tasks, the vcpu
         thread here, for at most watchdog_s. Returns (guest result, hung)."""
         async with trio.open_nursery() as nursery:
+            self._process = nursery.cancel_scope
             for ctx in (self.main_ctx, self.iothread_ctx):
                 if ctx is not None:
                     ctx.nursery = nursery
@@ -301,7 +303,17 @@ class SpaprMachine:
             with trio.move_on_after(watchdog_s):
                 result, hung = await self.kvm_cpu_exec(vcpu), False
             nursery.cancel_scope.cancel()
+        if self.exited is not None:
+            return {"stage": "qemu exited", "status": self.exited[0], "reason": self.exited[1]}, False
         return result, hung
+
+    def qemu_exit(self, status: int, reason: str, actor: str) -> None:
+        """error_report(reason); exit(status) in any QEMU thread: the
+        process, and the VM with it, ends here (every thread stops)."""
+        if self.exited is None:
+            self.exited = (status, reason)
+            self.trace.emit(actor, "qemu_exit", status=status, reason=reason)
+            self._process.cancel()
 
     async def kvm_cpu_exec(self, vcpu) -> object:
         """qemu_kvm_cpu_thread_fn / kvm_cpu_exec: returns the guest model's result."""

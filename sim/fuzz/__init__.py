@@ -29,13 +29,18 @@ checks what the guest saw:
   exits KVM_EXIT_UNKNOWN with a program interrupt queued, and QEMU stops
   the VM (internal-error);
 - the device either serves a request correctly (status, used id and len,
-  the data read) or does what QEMU does: IOERR/UNSUPP, or virtio_error with
-  QEMU's reason, after which the queue is not served until reset.
+  the data read) or does what QEMU does: IOERR/UNSUPP, or, for a bad ring
+  or header, what the release does (sim.qemu.releases ring_error,
+  dataplane_pop): virtio_error (2.8+) or the 2.2-2.5 dataplane's
+  vring->broken, with QEMU's reason, after which the queue is not served
+  until reset; or, before 2.8, QEMU's exit(1) with its message, which ends
+  the machine (checked against the oracle's prediction).
 
 The oracle predicts, it never reads back: the enable bits and ioeventfds
 are its own, computed from the KVM_ENABLE_CAP and KVM_IOEVENTFD calls made
 to the VM (each call's return value predicted too), and a ring's one QEMU
-message comes from its own virtqueue_pop (sim/fuzz/ref_ring.py).
+message comes from its own virtqueue_pop or 2.2-2.5 vring_pop
+(sim/fuzz/ref_ring.py).
 
 Hostile disks (sim/fuzz/disks.py) take a quarter of a campaign: whole boots
 of a corrupted MBR, EBR chain, GPT or ELF, checked for "ends within a

@@ -55,7 +55,9 @@ async def _machine(case: Case, result: CaseResult, disk_file: str | None) -> Non
         vcpu.close()
         backend.close()
     result.sim_time = vtime.now()
-    if done and oracle.expect_stop is not None:
+    if done and run_result.get("stage") == "qemu exited":   # before 2.8: a guest error is exit(1)
+        oracle.check_exit(run_result)
+    elif done and oracle.expect_stop is not None:
         oracle.check_stopped_on_failure(run_result, cpu)
     elif done and run_result != {"stage": "hostile guest done"}:
         result.violations.append(f"the guest did not run to its end: the run ended with {run_result!r}")

@@ -41,7 +41,8 @@ STORES = (papr.H_LOGICAL_CI_STORE, H_LOGICAL_CACHE_STORE)
 MAX_HCALL_OPCODE = papr.H_SET_MODE   # 3.17-4.x kernels, and QEMU 2.x's table
 
 # QEMU's own words for a broken device (virtio_error calls in hw/virtio/virtio.c
-# and hw/block/virtio-blk.c). A reason outside this list is a finding.
+# and hw/block/virtio-blk.c; before 2.8 the same checks' error_report + exit(1)).
+# A reason outside this list is a finding.
 QEMU_REASONS = [re.compile(p) for p in (
     r"Guest moved used index from \d+ to \d+",
     r"Guest says index \d+ is available",
@@ -59,6 +60,24 @@ QEMU_REASONS = [re.compile(p) for p in (
     r"virtio-blk missing headers",
     r"virtio-blk request outhdr too short",
     r"virtio-blk request inhdr too short",
+)]
+
+# ... and the 2.2-2.5 dataplane's (error_report calls in hw/virtio/dataplane/vring.c),
+# with virtio_blk_handle_request's, which exit QEMU there.
+VRING_REASONS = [re.compile(p) for p in (
+    r"Failed to map 0x[0-9a-f]+ byte for vring (desc|avail|used) at 0x[0-9a-f]+",
+    r"Guest moved used index from \d+ to \d+",
+    r"Guest says index \d+ > \d+ is available",
+    r"Desc index is \d+ > \d+, head = \d+",
+    r"Loop detected: last one at \d+ vq size \d+ head \d+",
+    r"Loop detected: last one at \d+ indirect size \d+",
+    r"Invalid length in indirect descriptor: len (0|0x[0-9a-f]+) not multiple of 0x10",
+    r"Indirect buffer length too big: -?\d+",
+    r"Failed to map indirect descriptor addr (0|0x[0-9a-f]+) len 16",
+    r"Nested indirect descriptor",
+    r"Descriptor has out after in",
+    r"Invalid SG num: \d+",
+    r"Failed to map descriptor addr (0|0x[0-9a-f]+) len \d+",
 )]
 
 

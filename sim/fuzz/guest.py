@@ -20,11 +20,12 @@ from sim.abi.virtio import (
     VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, layouts, vring_addrs, vring_size,
 )
 from sim.abi.virtio import VIRTIO_PCI_ISR, VIRTIO_PCI_ISR_OFF, VIRTIO_PCI_REGION_SIZE
-from sim.fuzz.ref_ring import predict_pop
+from sim.fuzz.ref_ring import predict_pop, predict_vring_pop
+from sim.qemu import releases as qemu_releases
 from sim.cpu import MMIO_ADDR_REG, MMIO_DATA_REG, encode_loadstore
 from sim.fuzz.cases import (
     M64, Blk, Case, CaseResult, D_FORMS, DATA, DATA_STRIDE, DISK, DISK_SECTORS, Event, HDR, Hcall, INDIRECT, LOADS,
-    MAX_HCALL_OPCODE, Mmio, Pfn, Post, QEMU_REASONS, QUIESCE_S, RAM_SIZE, RING, RTAS_BUF, Ring, Rtas,
+    MAX_HCALL_OPCODE, Mmio, Pfn, Post, QEMU_REASONS, VRING_REASONS, QUIESCE_S, RAM_SIZE, RING, RTAS_BUF, Ring, Rtas,
     SERVE_WAIT_S, STATUS, STORES, X_BYTEREV, reason_class,
 )
 
@@ -103,6 +104,15 @@ class Oracle:
     def __init__(self, m, vm, trace, result: CaseResult, config=None):
         self.m, self.vm, self.trace, self.result = m, vm, trace, result
         self.expect_stop = None    # an MMIO op whose emulation must fail and stop the VM
+        # What a bad ring does in this release (sim.qemu.releases ring_error,
+        # dataplane_pop): QEMU exits, or the device (or the 2.2-2.5
+        # dataplane's vring) breaks. expect_exit: the message QEMU must exit
+        # with, True (any of QEMU's), False (it must not exit), None (not predicted).
+        rel = qemu_releases.behaviour(config.qemu if config else (2, 4))
+        self.ring_error = rel.ring_error
+        self.vring = bool(config and config.iothread) and rel.dataplane_pop == "vring"
+        self.expect_exit = None
+        self.virtio_errors = 0     # virtio_error events among the last device_errors_since
         kernel = tuple(int(x) for x in (config.kernel if config else "4.1").split(".")[:2])
         self.has_logical_ci = kernel >= (4, 1)      # kvm.md: Linux 4.1 added the in-kernel handlers
         self.host_order = config.host_endian if config else "big"
@@ -246,14 +256,43 @@ class Oracle:
                 self.violation(f"{where}: r3={ret}, expected H_FUNCTION")
 
     def device_errors_since(self, mark: int) -> list[str]:
-        return [e.fields["reason"] for e in self.trace.events[mark:] if e.name == "virtio_error"]
+        """The reasons of the device's virtio_error and the dataplane's
+        vring_error events, each checked to be one this release has."""
+        out, self.virtio_errors = [], 0
+        for e in self.trace.events[mark:]:
+            if e.name in ("virtio_error", "vring_error"):
+                self.virtio_errors += e.name == "virtio_error"
+                # Model gap, not predicted here: the ring-mapping check at
+                # QUEUE_PFN/features (virtio_init_region_cache) follows 2.9+
+                # in every release.
+                if e.name == "virtio_error" and self.ring_error == "exit" \
+                        and not e.fields["reason"].startswith("Cannot map "):
+                    self.violation(f"virtio_error({e.fields['reason']!r}) in a QEMU that exits on a guest error")
+                if e.name == "vring_error" and not self.vring:
+                    self.violation(f"vring_error({e.fields['reason']!r}) without the 2.2-2.5 dataplane")
+                out.append(e.fields["reason"])
+        return out
+
+    def check_exit(self, run_result: dict) -> None:
+        """QEMU called exit(1): only a release that does so, with QEMU's
+        words, and the message predicted where the op predicts one."""
+        reason, want = run_result.get("reason"), self.expect_exit
+        self.result.device_errors["exit: " + reason_class(reason)] += 1
+        if self.ring_error != "exit":
+            self.violation(f"QEMU exited ({reason!r}); this release calls virtio_error")
+        elif want is False:
+            self.violation(f"QEMU exited ({reason!r}) where the op must not make it exit")
+        elif isinstance(want, str) and reason != want:
+            self.violation(f"QEMU exited with {reason!r}; the oracle predicts {want!r}")
+        elif not any(p.fullmatch(reason) for p in QEMU_REASONS):
+            self.violation(f"QEMU's exit message not in its words: {reason!r}")
 
     def note_errors(self, reasons) -> None:
         for r in reasons:
             self.result.device_errors[reason_class(r)] += 1
-            if not any(p.fullmatch(r) for p in QEMU_REASONS):
-                self.violation(f"virtio_error reason not in QEMU's words: {r!r}")
-        if reasons:
+            if not any(p.fullmatch(r) for p in QEMU_REASONS + (VRING_REASONS if self.vring else [])):
+                self.violation(f"device error reason not in QEMU's words: {r!r}")
+        if reasons and self.virtio_errors:
             blk = self.m.blk
             if not blk.broken:
                 self.violation(f"virtio_error({reasons[0]!r}) but the device is not broken")
@@ -432,11 +471,25 @@ class HostileGuest:
         self.poke(self.avail + 2, new_idx.to_bytes(2, "big"))
         # The oracle's virtqueue_pop over the ring as written; a notify of
         # another queue (kick_val != 0) pops nothing.
-        served, error = predict_pop(self.ram.read, RAM_SIZE, num, self.desc, self.avail, self.avail_idx) \
-            if op.kick_val == 0 else (0, None)
+        if op.kick_val:
+            served, error, source = 0, None, None
+        elif o.vring:
+            served, error, source = predict_vring_pop(self.ram.read, RAM_SIZE, num, self.desc, self.avail,
+                                                      self.used, self.avail_idx)
+        else:
+            served, error, source = predict_pop(self.ram.read, RAM_SIZE, num, self.desc, self.avail, self.avail_idx)
+        # Before 2.8 a bad ring or header is error_report(); exit(1), except
+        # a ring error the 2.2-2.5 dataplane's vring_pop finds (vring->broken).
+        fatal = error is not None and o.ring_error == "exit" and (source == "request" or not o.vring)
+        o.expect_exit = error if fatal else False
         mark, used0 = len(o.trace.events), self.used_idx()
         await self.kick(op.kick_val)
         await self.wait_used(used0)
+        o.expect_exit = None
+        if fatal:
+            o.violation(f"ring {op}: QEMU exits ({error!r}); the VM went on")
+            await self.reset()
+            return
         reasons = o.device_errors_since(mark)
         o.note_errors(reasons)
         completed = [e for e in o.trace.events[mark:] if e.name == "blk_complete"]
@@ -540,22 +593,23 @@ class HostileGuest:
 
     def _expect_blk(self, chain):
         """virtqueue_pop, then virtio_blk_handle_request, from qemu.md and
-        QEMU's rules: ('error', None) or (status|None for any, in_len)."""
+        QEMU's rules: ('error', "pop" or "request": where it fails) or
+        (status|None for any, in_len)."""
         if any(n == 0 for _, n, _w in chain):
-            return "error", None
+            return "error", "pop"
         seen_in = False
         for _, _n, w in chain:
             if w:
                 seen_in = True
             elif seen_in:
-                return "error", None           # Incorrect order for descriptors
+                return "error", "pop"          # Incorrect order for descriptors
         out = [(a, n) for a, n, w in chain if not w]
         ins = [(a, n) for a, n, w in chain if w]
         if not out or not ins:
-            return "error", None               # virtio-blk missing headers
+            return "error", "request"          # virtio-blk missing headers
         out_bytes = b"".join(self.ram.read(a, n) for a, n in out)
         if len(out_bytes) < 16:
-            return "error", None               # outhdr too short
+            return "error", "request"          # outhdr too short
         rtype, _, sector = self.L.blk_outhdr_fast.unpack_from(out_bytes, 0)
         in_len = sum(n for _, n in ins)
         # 2015 QEMU tests flags in this order; IN only for exactly 0 or BARRIER.
@@ -585,6 +639,9 @@ class HostileGuest:
         self._write = None
         expect, in_len = self._expect_blk(chain)
         last_in = [(a, n) for a, n, w in chain if w][-1:] if expect != "error" else []
+        # Before 2.8 QEMU exits, except on a ring error the 2.2-2.5 dataplane finds.
+        source = in_len if expect == "error" else None      # "pop" or "request"
+        fatal = source is not None and o.ring_error == "exit" and (source == "request" or not o.vring)
         head = self.avail_idx % num
         table, first = (INDIRECT, 0) if op.indirect else (self.desc, head)
         idx = [(first + k) % (num if not op.indirect else 1 << 16) for k in range(len(chain))]
@@ -599,12 +656,18 @@ class HostileGuest:
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF
         self.poke(self.avail + 2, self.avail_idx.to_bytes(2, "big"))
         mark, used0 = len(o.trace.events), self.used_idx()
+        o.expect_exit = fatal
         await self.kick()
         await self.wait_used(used0)
+        o.expect_exit = None
+        what = f"blk {op}"
+        if fatal:
+            o.violation(f"{what}: QEMU exits on this chain; the VM went on")
+            await self.reset()
+            return
         reasons = o.device_errors_since(mark)
         o.note_errors(reasons)
         moved = (self.used_idx() - used0) & 0xFFFF
-        what = f"blk {op}"
         if expect == "error":
             if not reasons:
                 o.violation(f"{what}: QEMU rejects this chain (virtio_error); the device did not")

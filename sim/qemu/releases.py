@@ -19,6 +19,12 @@ Fields (what the model reads):
   blk_queue_size     virtio-blk's queue-size default
   blk_discard_wz     virtio-blk offers DISCARD/WRITE_ZEROES (config grows to 60 bytes)
   ring_reset         VIRTIO_F_RING_RESET ("queue_reset") is offered
+  ring_error         what a guest error in the ring or a virtio-blk header does:
+                     "exit" (error_report + exit(1): the QEMU process ends) or
+                     "virtio_error" (the device is broken, NEEDS_RESET if VERSION_1)
+  dataplane_pop      the virtio-blk dataplane's pop: "vring" (hw/virtio/dataplane/
+                     vring.c vring_pop: errors set vring->broken, own messages) or
+                     "virtqueue" (virtio.c's virtqueue_pop, as without a dataplane)
   slof               the SLOF tag pc-bios/slof.bin was built from (roms/SLOF)
 
 source: "tag" = read at the release tag (or a tree of that release);
@@ -76,6 +82,21 @@ _ROWS = [
     Row((2, 1), "blk_discard_wz", False, "", "model"),
     Row((4, 0), "blk_discard_wz", True, "virtio-blk: add DISCARD and WRITE_ZEROES features (4.0)",
         "model (real QEMU 7.2 offers them: real-slof/tr-legacy-*_regs.csv)"),
+    Row((2, 1), "ring_error", "exit",
+        "virtqueue_num_heads/virtqueue_get_head/virtqueue_pop, virtio_blk_handle_request: error_report(); exit(1)",
+        "tag (lluwm/qemu-2.5.0 tree, VERSION 2.5.0: hw/virtio/virtio.c, hw/block/virtio-blk.c)"),
+    Row((2, 8), "ring_error", "virtio_error",
+        "virtio: introduce virtio_error, then the virtio.c/virtio-blk exit(1)s become virtio_error "
+        "(2.8 series; commit not identified)",
+        "tag (YellyYU/qemu-2.8.0 tree, VERSION 2.8.0: virtio_error in virtqueue_num_heads, "
+        "virtqueue_get_head, virtio_blk_handle_request; 2.6/2.7 not read)"),
+    Row((2, 1), "dataplane_pop", "vring",
+        "hw/virtio/dataplane/vring.c vring_pop, get_desc, get_indirect (vring->broken)",
+        "tag (qemu/qemu hw/virtio/dataplane/vring.c 0fdf9f756fff, a 2.4-era tree; the lluwm/qemu-2.5.0 "
+        "tree's dataplane calls vring_pop)"),
+    Row((2, 6), "dataplane_pop", "virtqueue",
+        "virtio-blk: do not use vring in dataplane (P. Bonzini, 2.6 series; commit not identified)",
+        "inferred (2.5.0 tree: vring_pop; 2.8.0 tree: virtio_blk_handle_vq, no vring.c; 2.6 not read)"),
     Row((2, 1), "ring_reset", False, "", "model"),
     Row((7, 2), "ring_reset", True, "virtio: queue_reset in DEFINE_VIRTIO_COMMON_FEATURES (7.2)",
         "tag (real QEMU 7.2: device_feature 0x101 in real-slof/tr-modern-*_regs.csv)"),
