@@ -16,7 +16,8 @@ from sim.abi.virtio import VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_
 from sim.qemu import releases as qemu_releases
 from sim.scenario import OUTCOMES
 from sim.trace import Trace
-from tests.test_devices import (
+from tests.test_devices import (   # the broken-ring builders are shared with the virtio.c tests
+    _head_too_big, _loop, _next_too_big, _outside_ram,
     BROKEN_RINGS, DATA, HDR, NUM, RAM_SIZE, S_DRIVER_OK, STATUS_REG, TABLE, Rig, _vq, running,
 )
 
@@ -64,26 +65,7 @@ async def test_qemu_exited_is_an_outcome_with_the_message_as_reason():
 
 # -- the 2.2-2.5 dataplane's vring_pop ----------------------------------------
 
-def _head_too_big(ring):
-    ring.publish(NUM)
-
-
-def _next_too_big(ring):
-    ring.write_desc(0, HDR, 16, VRING_DESC_F_NEXT, NUM + 3)
-    ring.publish(0)
-
-
-def _loop(ring):
-    ring.write_desc(0, HDR, 16, VRING_DESC_F_NEXT, 1)
-    ring.write_desc(1, DATA, 16, VRING_DESC_F_NEXT, 0)
-    ring.publish(0)
-
-
-def _outside_ram(ring):
-    ring.write_desc(0, HDR, 16, VRING_DESC_F_NEXT, 1)
-    ring.write_desc(1, RAM_SIZE - 8, 512, VRING_DESC_F_WRITE)
-    ring.publish(0)
-
+# The broken rings are test_devices' (imported above); vring_pop names them its own way.
 
 def _zero_length(ring):
     ring.write_desc(0, HDR, 0, 0)
