@@ -22,6 +22,7 @@ from sim.kvm.vm import KernelConfig, KvmVm
 from sim.board.spapr import Console, SpaprMachine
 from sim.ram import GuestRAM, RamAllocError
 from sim import handoff, vtime
+from sim.interrupt import run_trio
 from sim.scenario import Scenario, ScenarioError
 from sim.trace import Trace
 
@@ -141,7 +142,7 @@ def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None
     gc_threshold = gc.get_threshold()
     gc.set_threshold(max(gc_threshold[0], GC_GEN0_THRESHOLD), *gc_threshold[1:])
     try:
-        m, result, hung, end_ns = trio.run(_boot, scn, backend, trace, echo, clock=clock,
+        m, result, hung, end_ns = run_trio(_boot, scn, backend, trace, echo, clock=clock,
                                             instruments=instruments)
     except RamAllocError as exc:
         raise ScenarioError(f"{scn.path}: [machine] ram_mib: {exc}") from None

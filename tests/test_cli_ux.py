@@ -202,6 +202,30 @@ def test_an_interrupt_wrapped_by_trio_is_still_an_interrupt():
     assert not interrupt.is_interrupt(ValueError("a real finding"))
 
 
+def test_a_ctrl_c_while_trio_closes_its_wakeup_socket_waits_for_the_run_to_end(monkeypatch, capfd):
+    """trio closes its wakeup socketpair before restoring the wakeup fd; a
+    Ctrl-C in that window printed a BrokenPipeError report (CI saw it once
+    under fuzz). run_trio holds SIGINT there, then delivers it."""
+    import signal
+    from trio._core._wakeup_socketpair import WakeupSocketpair
+    real_close = WakeupSocketpair.close
+    seen = {}
+
+    def close_with_a_ctrl_c(self):
+        os.kill(os.getpid(), signal.SIGINT)             # the user's Ctrl-C, in the window
+        seen["held"] = signal.SIGINT in signal.sigpending()
+        real_close(self)
+    monkeypatch.setattr(WakeupSocketpair, "close", close_with_a_ctrl_c)
+
+    async def machine():
+        return "done"
+    with pytest.raises(KeyboardInterrupt):
+        interrupt.run_trio(machine)
+    assert seen["held"]
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])    # released again
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
 def test_fuzz_interrupted_keeps_its_counts_and_finds_nothing(monkeypatch):
     import importlib
     camp = importlib.import_module("sim.fuzz.campaign")

@@ -16,7 +16,7 @@ from devices.block import BlockBackend
 from sim import vtime
 from sim.abi import papr
 from sim.abi.virtio import VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP
-from sim.interrupt import EXIT_INTERRUPTED, is_interrupt
+from sim.interrupt import EXIT_INTERRUPTED, is_interrupt, run_trio
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
 from sim.board.spapr import Console, SpaprMachine
@@ -90,7 +90,7 @@ def run_case(case: Case, wall_limit: float = WALL_LIMIT_S, disk_file: str | None
         signal.setitimer(signal.ITIMER_REAL, wall_limit)
     try:
         vtime.deterministic_scheduling()
-        trio.run(_machine, case, result, disk_file, clock=trio.testing.MockClock(autojump_threshold=0))
+        run_trio(_machine, case, result, disk_file, clock=trio.testing.MockClock(autojump_threshold=0))
     except _WallClockHang:
         result.hung = f"still running after {wall_limit} s of wall time"
     except BaseException as exc:  # noqa: BLE001 -- every escape is the finding
