@@ -28,7 +28,7 @@ class VirtIODevice:
         self.device_big_endian = True  # virtio_default_endian(): target order, BE for ppc64
         self.transport = None  # set by the transport when plugged
         # What virtio_queue_notify does with a kick (sim.qemu.releases
-        # userspace_kick): "handle_output" (2.1-2.7), "iothread" (2.8: to the
+        # userspace_kick): "handle_output" (2.1-2.8.0), "iothread" (2.9: to the
         # host notifier of a queue an IOThread handles, handle_aio_output),
         # "host notifier" (4.2: any assigned host notifier).
         self.userspace_kick = "handle_output"

@@ -503,12 +503,12 @@ def cmd_demo(args) -> int:
         f"In the stall, SLOF's QUEUE_NOTIFY went to QEMU as an exit ({stall['notify_exits']} of "
         f"{stall['notifies']} notifies): the pre-4.1 kernel has no in-kernel H_LOGICAL_CI_STORE, "
         f"{cap}, and the hcall never reached KVM_MMIO_BUS, "
-        f"where the dataplane's ioeventfd waits. QEMU 2.1-2.7 drops such a kick once the dataplane "
+        f"where the dataplane's ioeventfd waits. QEMU 2.1-2.8 drops such a kick once the dataplane "
         f"runs, so the IOThread slept and {stall['timeouts']} requests timed out.",
         f"In the fix, KVM handled {fixed['notifies_in_kernel']} of {fixed['notifies']} notifies itself: "
         f"the bus write matched the ioeventfd ({fixed['ioeventfd_signals']} signals) and woke the "
         f"IOThread with no exit. It needs both halves: the 4.1 kernel's handlers and QEMU 2.4 enabling them.",
-        f"Later QEMU (2.8+) also boots the old kernel: it forwards a kick that arrives through "
+        f"Later QEMU (2.9+) also boots the old kernel: it forwards a kick that arrives through "
         f"userspace to the host notifier, so all {fwd['notify_exits']} notifies still exit, but the "
         f"IOThread wakes and {fwd['requests_completed']} requests complete ({fwd['outcome']}).",
         "Try: slofsim check   (every scenario, one knob at a time)",

@@ -210,7 +210,8 @@ def load(path: str) -> Scenario:
         raise ScenarioError(f"{path}: [qemu] enable_logical_ci_hcalls: QEMU {q['version']} predates "
                             "kvmppc_enable_logical_ci_hcalls (2.4, 026bfd89); expected false or version >= 2.4")
     # The kick that reaches virtio_queue_notify is forwarded to the host
-    # notifier from 2.8 for IOThread queues (handle_aio_output), widened in
+    # notifier from 2.9 for IOThread queues (handle_aio_output; 2.8.0 still drops
+    # it, the 2.8.1 stable release has it), widened in
     # 4.2; "memory: emulate ioeventfd" (2.5, 8c56c1a). Overridable to show
     # each alone.
     s.forward_userspace_kick = q.get("forward_userspace_kick", dflt["forward_userspace_kick"])

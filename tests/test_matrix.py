@@ -21,7 +21,8 @@ def test_classes_partition_the_releases_at_the_table_rows():
     qc = matrix.classes(qemu.TABLE, matrix.keys(ONE[0])[0])
     assert [v for c in qc for v in c] == list(qemu.RELEASES)
     starts = [c[0] for c in qc]
-    assert (2, 4) in starts and (2, 8) in starts and (4, 2) in starts and (2, 7) not in starts
+    assert (2, 4) in starts and (2, 8) in starts and (2, 9) in starts and (4, 2) in starts
+    assert (2, 7) not in starts
     lc = matrix.classes(linux.TABLE, matrix.keys(ONE[0])[1])
     assert [c[0] for c in lc] == [(3, 17), (4, 1), (5, 18)]   # 4.4 (any-length) only matters for modern
 
@@ -31,17 +32,17 @@ def test_the_2015_configuration_stalls_exactly_where_both_halves_are_missing(one
     out = m["outcome"]
     for q in qemu.RELEASES:
         for k in linux.RELEASES:
-            stalls = (q < (2, 8)) and not (qemu.behaviour(q).enable_logical_ci and linux.behaviour(k).logical_ci)
+            stalls = (q < (2, 9)) and not (qemu.behaviour(q).enable_logical_ci and linux.behaviour(k).logical_ci)
             assert out[(q, k, ONE[0])][0] == ("stalled" if stalls else "booted"), (q, k)
     found = {(e["axis"], e["release"]): e for e in m["boundaries"]}
     # 2.4 also shipped another SLOF (20150313 -> 20150429); the hcall enabling is the cause
     assert [r.field for r in found[("QEMU", (2, 4))]["rows"]] == ["enable_logical_ci", "slof"]
     assert [f for f, cause in found[("QEMU", (2, 4))]["causes"].items() if cause] == ["enable_logical_ci"]
     assert [r.field for r in found[("Linux", (4, 1))]["rows"]] == ["logical_ci"]
-    # 2.8 changes several rows; setting each back alone shows which one matters
-    causes = found[("QEMU", (2, 8))]["causes"]
-    assert causes["userspace_kick"] is True and causes["dataplane_start"] is False
-    assert causes["phb_placement"] is False
+    # 2.8.0 changes several rows and still drops the kick; 2.9 forwards it
+    assert ("QEMU", (2, 8)) not in found
+    assert [r.field for r in found[("QEMU", (2, 9))]["rows"]] == ["userspace_kick", "slof"]
+    assert [f for f, cause in found[("QEMU", (2, 9))]["causes"].items() if cause] == ["userspace_kick"]
     ablations = sum(len(e["rows"]) for e in m["boundaries"])
     assert m["boots"] == len(matrix.classes(qemu.TABLE, matrix.keys(ONE[0])[0])) * 3 + ablations
 
@@ -52,6 +53,6 @@ def test_matrix_cli_json(one_config, capsys):
     cfg = "HV iothread legacy"
     assert doc["configs"] == [cfg]
     assert doc["map"][cfg]["4.0"]["2.3"] == "stalled" and doc["map"][cfg]["4.1"]["2.4"] == "booted"
-    assert doc["map"][cfg]["4.0"]["2.8"] == "booted"
+    assert doc["map"][cfg]["4.0"]["2.8"] == "stalled" and doc["map"][cfg]["4.0"]["2.9"] == "booted"
     b = {(x["axis"], x["release"]): x for x in doc["boundaries"]}
     assert b[("QEMU", "2.4")]["rows"][0]["commit"].startswith("026bfd89") and b[("QEMU", "2.4")]["rows"][0]["cause"]

@@ -43,8 +43,8 @@ def test_shipped_slof(v, slof):
 def test_qemu_rows_at_their_releases():
     b = qemu.behaviour
     assert [b(v).enable_logical_ci for v in ((2, 3), (2, 4))] == [False, True]
-    assert [b(v).userspace_kick for v in ((2, 7), (2, 8), (4, 1), (4, 2))] == [
-        "handle_output", "iothread", "iothread", "host notifier"]
+    assert [b(v).userspace_kick for v in ((2, 7), (2, 8), (2, 9), (4, 1), (4, 2))] == [
+        "handle_output", "handle_output", "iothread", "iothread", "host notifier"]
     assert [b(v).dataplane_start for v in ((2, 7), (2, 8))] == ["main loop", "start_ioeventfd"]
     assert [b(v).emulate_ioeventfd for v in ((2, 4), (2, 5))] == [False, True]
     assert [b(v).blk_queue_size for v in ((4, 2), (5, 0))] == [128, 256]

@@ -51,10 +51,13 @@ _ROWS = [
     Row((2, 1), "userspace_kick", "handle_output",
         "virtio_queue_notify -> virtio_queue_notify_vq -> handle_output, which returns after "
         "virtio_blk_data_plane_start: the kick is dropped", "reference (v2.4.0-v2.7.0 read at the tags)"),
-    Row((2, 8), "userspace_kick", "iothread",
+    Row((2, 9), "userspace_kick", "iothread",
         "virtio_queue_notify: if (vq->handle_aio_output) event_notifier_set(&vq->host_notifier) "
-        "(commit not identified; present in a v2.8.1 tree, absent at v2.7.0)",
-        "tag (0x88888888/qemu-2.8.1 hw/virtio/virtio.c; qemu.md 6 for v2.7.0)"),
+        "(commit not identified; also backported to the 2.8.1 stable release, which the table, "
+        "keyed by minor release, does not model: 2.8 here is 2.8.0)",
+        "tag (M4cr0v/qemu-2.9.0 and 0x88888888/qemu-2.8.1 have it; YellyYU/qemu-2.8.0 and "
+        "xionghaiquan/qemu-2.8.0, VERSION 2.8.0, call virtio_queue_notify_vq, and "
+        "virtio_blk_handle_output returns after virtio_device_start_ioeventfd: dropped)"),
     Row((4, 2), "userspace_kick", "host notifier",
         "virtio: notify virtqueue via host notifier when available (S. Hajnoczi, "
         "20191105140946.165584-1-stefanha@redhat.com): vq->host_notifier_enabled", "reference (qemu.md 6)"),
