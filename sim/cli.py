@@ -709,8 +709,11 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv          # accepted before or after the command
     argv = [a for a in argv if a != "--debug"]
+    interrupt.watch_swallowed()
     try:
-        return _main(argv)
+        status = _main(argv)
+        interrupt.raise_if_swallowed()      # a Ctrl-C a __del__ took: still an interrupt
+        return status
     except ScenarioError as exc:
         print(f"slofsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

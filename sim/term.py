@@ -13,6 +13,8 @@ import contextlib
 import os
 import sys
 
+from sim import interrupt
+
 _LAYER_STYLE = {"SLOF": "cyan", "KVM": "magenta", "QEMU": "yellow", "iothread": "green",
                 "qemu-main": "green"}
 _OUTCOME_STYLE = {"booted": "bold green", "stalled": "bold red", "failed": "bold red", "watchdog": "bold yellow",
@@ -159,7 +161,10 @@ def progress(con, total: int | None, label: str):
     if total is not None:
         columns.append(MofNCompleteColumn())
     columns += [TimeElapsedColumn(), TextColumn("[dim]{task.fields[step]}")]
-    with Progress(*columns, console=con, transient=True) as bar:
+    bar = Progress(*columns, console=con, transient=True)
+    with interrupt.threads_leave_signals_to_main():
+        bar.start()                     # its refresh thread
+    with bar:
         task = bar.add_task(label, total=total, step="")
 
         def step(text=None, advance=0):
@@ -207,7 +212,10 @@ def rate_progress(seconds: float, header: str, unit: str):
     con.print(f"[bold]{escape(header)}[/]")
     columns = [BarColumn(), TimeElapsedColumn(), TextColumn("[cyan]{task.fields[rate]}"),
                TextColumn("{task.fields[counts]}")]
-    with Progress(*columns, console=con, transient=True) as bar:
+    bar = Progress(*columns, console=con, transient=True)
+    with interrupt.threads_leave_signals_to_main():
+        bar.start()                     # its refresh thread
+    with bar:
         task = bar.add_task(header, total=seconds, rate="", counts="")
 
         def update(elapsed, n, text):

@@ -5,6 +5,7 @@ import argparse
 import errno
 import json
 import os
+import sys
 import tomllib
 
 import pytest
@@ -227,6 +228,87 @@ def test_a_ctrl_c_while_trio_closes_its_wakeup_socket_waits_for_the_run_to_end(m
     assert seen["held"]
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])    # released again
     assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_a_ctrl_c_a_destructor_swallowed_is_raised_again(monkeypatch):
+    """CPython prints and drops a KeyboardInterrupt raised in a __del__ (the
+    garbage collector once ran trio's Nursery.__del__ just as a Ctrl-C was
+    handled, and fuzz ran on to its budget). It is kept and raised again."""
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    monkeypatch.setattr(interrupt, "_swallowed", False)
+    interrupt.watch_swallowed()
+    interrupt.watch_swallowed()                          # main() runs many times in one process
+
+    class Finalised:
+        def __del__(self):
+            raise KeyboardInterrupt
+    Finalised()                                          # its __del__ runs here, its exception is unraisable
+    assert reported == []
+    with pytest.raises(KeyboardInterrupt):
+        interrupt.raise_if_swallowed()
+    interrupt.raise_if_swallowed()                       # once only
+
+    class Other:
+        def __del__(self):
+            raise ValueError("a real one")
+    Other()
+    assert [type(r.exc_value) for r in reported] == [ValueError]     # everything else as before
+
+
+def test_an_alarm_in_trio_teardown_reaches_its_handler_after_the_run(monkeypatch):
+    import signal
+    import threading
+    from trio._core._wakeup_socketpair import WakeupSocketpair
+    real_close = WakeupSocketpair.close
+    fired, seen = [], {}
+
+    def close_with_an_alarm(self):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+        seen["held"] = signal.SIGALRM in signal.sigpending() and not fired
+        real_close(self)
+    monkeypatch.setattr(WakeupSocketpair, "close", close_with_an_alarm)
+
+    def on_alarm(signum, frame):
+        fired.append(signum)
+        raise TimeoutError("wall clock")
+    old = signal.signal(signal.SIGALRM, on_alarm)
+
+    async def machine():
+        return "done"
+    try:
+        with pytest.raises(TimeoutError):
+            interrupt.run_trio(machine)
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    assert seen["held"] and fired == [signal.SIGALRM] and signal.SIGALRM not in signal.sigpending()
+
+
+def _blocked_in(native_id: int) -> int:
+    """A thread's blocked-signal mask, from /proc (Linux)."""
+    with open(f"/proc/self/task/{native_id}/status") as f:
+        return int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+
+
+def test_a_progress_bar_thread_leaves_ctrl_c_to_the_main_thread():
+    """rich's refresh thread must not take a Ctrl-C: only the main thread
+    holds it while trio.run tears down (CI saw the other case once)."""
+    import io
+    import signal
+    import threading
+    rich_console = pytest.importorskip("rich.console")
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("needs Linux /proc")
+    from sim import term
+    con = rich_console.Console(file=io.StringIO(), force_terminal=True)
+    main_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    before = set(threading.enumerate())           # threads an earlier test left are not ours
+    with term.progress(con, 3, "booting") as step:
+        step("one", 1)
+        others = [t for t in threading.enumerate() if t not in before]
+        masks = [_blocked_in(t.native_id) for t in others]
+    assert others and all(m >> (signal.SIGINT - 1) & 1 and m >> (signal.SIGALRM - 1) & 1 for m in masks)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == main_mask      # the main thread's is unchanged
 
 
 def test_fuzz_interrupted_keeps_its_counts_and_finds_nothing(monkeypatch):

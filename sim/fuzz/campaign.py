@@ -16,7 +16,7 @@ from devices.block import BlockBackend
 from sim import vtime
 from sim.abi import papr
 from sim.abi.virtio import VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP
-from sim.interrupt import EXIT_INTERRUPTED, is_interrupt, run_trio
+from sim.interrupt import EXIT_INTERRUPTED, is_interrupt, raise_if_swallowed, run_trio
 from sim.cpu import PowerCPU
 from sim.kvm.vm import KernelConfig, KvmVm
 from sim.board.spapr import Console, SpaprMachine
@@ -170,6 +170,7 @@ def campaign(seconds: float, seed: int, clock=time.monotonic, disk_file: str | N
                 fcase = gen_fault_case(ch)
                 c.add(fcase, run_fault_case(fcase))
             c.wall_s = clock() - start
+            raise_if_swallowed()        # a Ctrl-C that landed in a __del__ between machines
             on_case(c)
             if c.wall_s >= seconds:
                 return c
