@@ -232,9 +232,11 @@ class Alarm:
     async def wait(self) -> None:
         self.task = current_task()
         if _clock is None:
-            with trio.CancelScope(deadline=self._deadline) as self._scope:
-                await wait_task_rescheduled(self._abort)
-            self._scope = None
+            try:
+                with trio.CancelScope(deadline=self._deadline) as self._scope:
+                    await wait_task_rescheduled(self._abort)
+            finally:
+                self._scope = None
             return
         if self._deadline != math.inf:
             self._entry = _clock._arm(self._deadline, self)
