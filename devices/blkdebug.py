@@ -40,7 +40,7 @@ class BlkDebug:
         self.requests = 0
         self.in_flight = 0
         self.suspended: list[int] = []
-        self._changed = trio.Event()
+        self._changed = None      # a drain's wait for the next change, made when one waits
 
     def begin(self) -> None:
         """bdrv_inc_in_flight."""
@@ -49,8 +49,9 @@ class BlkDebug:
     def end(self) -> None:
         """bdrv_dec_in_flight: a drain waiting on it looks again."""
         self.in_flight -= 1
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     async def drain(self) -> bool:
         """BDRV_POLL_WHILE(bs, bdrv_drain_poll(...)): True once nothing is in
@@ -58,6 +59,8 @@ class BlkDebug:
         resumes them, so the real poll would never return (the machine
         stops there instead of at its watchdog)."""
         while self.in_flight > len(self.suspended):
+            if self._changed is None:
+                self._changed = trio.Event()
             await self._changed.wait()
         return not self.in_flight
 

@@ -18,9 +18,13 @@ MARKERS = (PAYLOAD_MARKER,)
 
 
 def _after_entry(trace):
+    """The events after the last kernel_entry (searched from the end: it is
+    near it, and a 64 MiB boot holds about 280,000 events before it)."""
     ev = trace.events
-    start = max((i for i, e in enumerate(ev) if e.name == "kernel_entry"), default=None)
-    return [] if start is None else ev[start + 1:]
+    for i in range(len(ev) - 1, -1, -1):
+        if ev[i].name == "kernel_entry":
+            return ev[i + 1:]
+    return []
 
 
 def image_output(trace) -> str:

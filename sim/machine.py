@@ -141,12 +141,17 @@ def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None
     # over them were 14% of that boot. Collections still happen, 14x rarer.
     gc_threshold = gc.get_threshold()
     gc.set_threshold(max(gc_threshold[0], GC_GEN0_THRESHOLD), *gc_threshold[1:])
+    # What the process held before this machine (its modules, an earlier
+    # run's result) is not the machine's garbage: out of the collector's
+    # passes while it runs (gc.freeze), back in the oldest generation after.
+    gc.freeze()
     try:
         m, result, hung, end_ns = run_trio(_boot, scn, backend, trace, echo, clock=clock,
                                             instruments=instruments)
     except RamAllocError as exc:
         raise ScenarioError(f"{scn.path}: [machine] ram_mib: {exc}") from None
     finally:
+        gc.unfreeze()
         gc.set_threshold(*gc_threshold)
         vtime.use_clock(None)
         backend.close()

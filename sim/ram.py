@@ -9,7 +9,7 @@ used->idx) is modelled as waiting for the write that ends its loop.
 import mmap
 import sys
 
-import trio
+from sim import vtime
 
 # MAP_NORESERVE (Python exposes it from 3.12; 0x4000 in Linux's generic
 # mman headers): no swap is reserved, so a 64 GiB guest maps on a smaller
@@ -37,7 +37,7 @@ class GuestRAM:
             raise RamAllocError(f"cannot map {size >> 20} MiB of guest RAM on this host: "
                                 f"{getattr(exc, 'strerror', None) or exc}") from None
         self.mv = memoryview(self.buf)
-        self._watches: list[tuple[int, int, trio.Event]] = []
+        self._watches: list[tuple[int, int, vtime.Flag]] = []
 
     def check(self, addr: int, length: int) -> None:
         if addr < 0 or length < 0 or addr + length > self.size:
@@ -73,11 +73,11 @@ class GuestRAM:
                 keep.append(w)
         self._watches = keep
 
-    def watch(self, addr: int, length: int) -> trio.Event:
+    def watch(self, addr: int, length: int) -> vtime.Flag:
         """An event set by the next store that overlaps [addr, addr+length)."""
-        event = trio.Event()
+        event = vtime.Flag()
         self._watches.append((addr, length, event))
         return event
 
-    def unwatch(self, event: trio.Event) -> None:
+    def unwatch(self, event: vtime.Flag) -> None:
         self._watches = [w for w in self._watches if w[2] is not event]

@@ -12,41 +12,116 @@ but a boot costs a few scheduler passes per request instead of dozens.
 
 import contextvars
 import math
+from heapq import heappop, heappush
 
 import trio
 from trio._core import _run
+from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
 
 QUANTUM = 1e-3   # most simulated time a task runs ahead of trio's clock
 
-_owed = contextvars.ContextVar("slofsim_owed", default=0.0)
+# The debt is a one-element list, a cell per task, changed in place: a
+# ContextVar.set per charge made a Token and a new context mapping, garbage
+# for the collector, 45 times per block request on SLOF 20150429.
+_ZERO = [0.0]   # the debt of a task that never charged; read, never written
+_owed = contextvars.ContextVar("slofsim_owed", default=_ZERO)
 _clock_now = trio.current_time
 
 
-class AutojumpClock(trio.abc.Clock):
+class _FreshCells(trio.abc.Instrument):
+    """trio starts a task in a copy of its spawner's context: with a float
+    the task starts owing what its spawner owed then; with a cell it would
+    share the spawner's from then on. Every task spawned gets its own cell,
+    holding what its spawner owes as it spawns."""
+
+    def task_spawned(self, task) -> None:
+        ctx = task.context
+        ctx.run(_owed.set, [ctx.get(_owed, _ZERO)[0]])
+
+
+_FRESH_CELLS = _FreshCells()
+_cells_runner = None    # the trio run _FRESH_CELLS instruments
+
+
+def _cell() -> list:
+    """This task's debt cell, made on its first charge. Inside a run the
+    instrument is installed first, so no task spawned from here on can
+    inherit this cell; outside a run there are no tasks, and nothing is
+    kept (now() needs a run too)."""
+    global _cells_runner
+    cell = [0.0]
+    runner = getattr(_run.GLOBAL_RUN_CONTEXT, "runner", None)
+    if runner is None:
+        return cell
+    if runner is not _cells_runner:
+        trio.lowlevel.add_instrument(_FRESH_CELLS)
+        _cells_runner = runner
+    _owed.set(cell)
+    return cell
+
+
+class AutojumpClock(trio.abc.Clock, trio.abc.Instrument):
     """One machine's trio clock: simulated time, which moves only when
     every task waits, straight to the next deadline (the semantics of
     trio.testing.MockClock(autojump_threshold=0), without trio.testing).
     trio asks deadline_to_sleep_time only when no task is runnable, so the
     jump happens there, and the deadline expires in the same scheduler pass
-    (MockClock spends an extra, empty pass on each jump)."""
+    (MockClock spends an extra, empty pass on each jump).
 
-    __slots__ = ("_now",)
+    It also keeps the timers of vtime's own waits (Alarm): a timed trio
+    sleep is a cancel scope whose expiry raises and catches Cancelled; an
+    Alarm's task is rescheduled directly. The clock is its own instrument:
+    after each I/O wait (after_io_wait, just before trio expires its own
+    deadlines) it wakes every Alarm due by now, so both kinds of deadline
+    wake in the same pass, and trio sorts each pass's batch by task
+    creation (deterministic_scheduling): the order is trio's."""
+
+    __slots__ = ("_now", "_timers", "_seq")
 
     def __init__(self):
         self._now = 0.0
+        self._timers = []    # heap of [deadline, seq, Alarm or None (stale)]
+        self._seq = 0
 
     def start_clock(self) -> None:
-        pass
+        global _cells_runner
+        trio.lowlevel.add_instrument(self)
+        trio.lowlevel.add_instrument(_FRESH_CELLS)
+        _cells_runner = _run.GLOBAL_RUN_CONTEXT.runner
 
     def current_time(self) -> float:
         return self._now
 
+    def next_timer(self) -> float:
+        timers = self._timers
+        while timers:
+            if timers[0][2] is not None:
+                return timers[0][0]
+            heappop(timers)
+        return math.inf
+
     def deadline_to_sleep_time(self, deadline: float) -> float:
+        own = self.next_timer()
+        if own < deadline:
+            deadline = own
         if deadline == math.inf:      # nothing will ever wake: trio's own idle wait
             return deadline
         if deadline > self._now:
             self._now = deadline
         return 0.0
+
+    def after_io_wait(self, timeout) -> None:
+        timers, now = self._timers, self._now
+        while timers and timers[0][0] <= now:
+            alarm = heappop(timers)[2]
+            if alarm is not None:
+                alarm._fire()
+
+    def _arm(self, deadline: float, alarm) -> list:
+        self._seq += 1
+        entry = [deadline, self._seq, alarm]
+        heappush(self._timers, entry)
+        return entry
 
 
 # The seed of trio's scheduler for every machine: same scenario, same trace.
@@ -66,11 +141,15 @@ def deterministic_scheduling(seed: int = SCHEDULER_SEED) -> None:
     _run._r.seed(seed)
 
 
+_clock = None   # this run's AutojumpClock (use_clock), whose timers Alarm uses
+
+
 def use_clock(clock) -> None:
     """Read this run's clock directly (None: trio.current_time again); it
-    is the hottest call in a boot."""
-    global _clock_now
+    is the hottest call in a boot. Alarms use its timers (None: trio's)."""
+    global _clock_now, _clock
     _clock_now = clock.current_time if clock is not None else trio.current_time
+    _clock = clock
 
 
 def trio_now() -> float:
@@ -79,12 +158,15 @@ def trio_now() -> float:
 
 
 def charge(seconds: float) -> None:
-    _owed.set(_owed.get() + seconds)
+    cell = _owed.get()
+    if cell is _ZERO:
+        cell = _cell()
+    cell[0] += seconds
 
 
 def now() -> float:
     """This task's simulated time."""
-    return _clock_now() + _owed.get()
+    return _clock_now() + _owed.get()[0]
 
 
 def catch_up(t: float) -> None:
@@ -97,8 +179,10 @@ def catch_up(t: float) -> None:
 
 def park() -> float:
     """Hand over what this task owes, as it parks (see resume_at)."""
-    owed = _owed.get()
-    _owed.set(0.0)
+    cell = _owed.get()
+    owed = cell[0]
+    if owed:
+        cell[0] = 0.0
     return owed
 
 
@@ -115,40 +199,168 @@ def resume_at(owed: float, ready_at: float, cost: float) -> float:
     return base + (owed + cost)
 
 
+class Alarm:
+    """One task parked until trio's clock reaches `deadline` (inf: none;
+    it may be moved while the task waits) or until wake(): what a cancel
+    scope's deadline around trio.sleep_forever does, on the AutojumpClock's
+    own timers (under another clock, trio's cancel scope)."""
+
+    __slots__ = ("_deadline", "task", "_entry", "_scope")
+
+    def __init__(self, deadline: float = math.inf):
+        self._deadline = deadline
+        self.task = None
+        self._entry = None
+        self._scope = None
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self.task is None:
+            return
+        if self._scope is not None:
+            self._scope.deadline = deadline
+            return
+        self._disarm()
+        if deadline != math.inf:
+            self._entry = _clock._arm(deadline, self)
+
+    async def wait(self) -> None:
+        self.task = current_task()
+        if _clock is None:
+            try:
+                with trio.CancelScope(deadline=self._deadline) as self._scope:
+                    await wait_task_rescheduled(self._abort)
+            finally:
+                self._scope = None
+            return
+        if self._deadline != math.inf:
+            self._entry = _clock._arm(self._deadline, self)
+        await wait_task_rescheduled(self._abort)
+
+    def wake(self) -> None:
+        """Reschedule the waiting task now (no-op if none waits)."""
+        task = self.task
+        if task is not None:
+            self.task = None
+            self._disarm()
+            reschedule(task)
+
+    def _fire(self) -> None:
+        self._entry = None
+        task, self.task = self.task, None
+        reschedule(task)
+
+    def _disarm(self) -> None:
+        if self._entry is not None:
+            self._entry[2] = None
+            self._entry = None
+
+    def _abort(self, _raise_cancel) -> Abort:
+        # Cancelled by an enclosing scope (or, under another clock, by
+        # this wait's own deadline).
+        self.task = None
+        self._disarm()
+        return Abort.SUCCEEDED
+
+
+class Flag:
+    """trio.Event's set/is_set/wait for at most one waiter, which wait_set
+    can wait on with its deadline as one Alarm."""
+
+    __slots__ = ("_set", "_alarm")
+
+    def __init__(self):
+        self._set = False
+        self._alarm = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            if self._alarm is not None:
+                self._alarm.wake()
+
+    async def wait(self) -> None:
+        await _wait_flag(self, math.inf)
+
+
+async def _wait_flag(flag: Flag, deadline: float) -> None:
+    if flag._set:      # as trio.Event.wait on a set event: a checkpoint
+        await trio.lowlevel.checkpoint()
+        return
+    if flag._alarm is not None:
+        raise RuntimeError("vtime.Flag takes one waiter")
+    alarm = flag._alarm = Alarm(deadline)
+    try:
+        await alarm.wait()
+    finally:
+        flag._alarm = None
+
+
+async def sleep_until(deadline: float) -> None:
+    """trio.sleep_until, on the clock's own timer."""
+    if _clock is None:
+        await trio.sleep_until(deadline)
+    else:
+        await Alarm(deadline).wait()
+
+
 async def settle() -> None:
     """Sleep what is owed: trio's clock becomes this task's clock."""
-    owed = _owed.get()
+    cell = _owed.get()
+    owed = cell[0]
     if owed:
-        _owed.set(0.0)
-        await trio.sleep(owed)
+        cell[0] = 0.0
+        # trio.sleep(owed) is sleep_until(current_time() + owed)
+        await sleep_until(_clock_now() + owed)
 
 
 async def sync() -> None:
     """Settle only if another task could act before this task's time (one
     is runnable, or one sleeps until earlier): what this task does next is
     then ordered correctly against everything the others do."""
-    owed = _owed.get()
+    owed = _owed.get()[0]
     if owed:
         # trio.lowlevel.current_statistics()'s tasks_runnable and
         # seconds_to_next_deadline, read from the runner without building
-        # the statistics (and the I/O backend's) on every BQL take.
+        # the statistics (and the I/O backend's) on every BQL take; and
+        # the clock's own timers.
         rn = _run.GLOBAL_RUN_CONTEXT.runner
-        if rn.runq or rn.deadlines.next_deadline() - _clock_now() <= owed:
+        if rn.runq:
+            await settle()
+            return
+        nxt = rn.deadlines.next_deadline()
+        if _clock is not None:
+            nxt = min(nxt, _clock.next_timer())
+        if nxt - _clock_now() <= owed:
             await settle()
 
 
 async def checkpoint() -> None:
-    if _owed.get() >= QUANTUM:
+    if _owed.get()[0] >= QUANTUM:
         await settle()
 
 
 async def wait_set(event, deadline: float) -> bool:
-    """Wait for event (set by another task at its settled time) or until
-    simulated time deadline; the clock then reads the later of this task's
-    time before waiting and the wake-up. True if the event was set."""
-    start = now()
-    _owed.set(0.0)
-    with trio.move_on_at(deadline):
-        await event.wait()
+    """Wait for event (a Flag or trio.Event, set by another task at its
+    settled time) or until simulated time deadline; the clock then reads
+    the later of this task's time before waiting and the wake-up. True if
+    the event was set."""
+    cell = _owed.get()
+    start = _clock_now() + cell[0]
+    if cell[0]:
+        cell[0] = 0.0
+    if type(event) is Flag:
+        await _wait_flag(event, deadline)
+    else:
+        with trio.move_on_at(deadline):
+            await event.wait()
     catch_up(start)
     return event.is_set()

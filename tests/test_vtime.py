@@ -106,3 +106,77 @@ async def test_a_later_waker_does_not_move_a_wake_up_already_due(autojump_clock)
     # second item, ready while it slept, is dispatched in the same wake-up.
     assert seen == [1.0 + wakeup] * 2
     assert steps == 1
+
+
+def _own_clock_run(async_fn, *args):
+    """trio.run on a machine's clock, with vtime's waits on its timers (as
+    sim.machine.run does)."""
+    clock = vtime.AutojumpClock()
+    vtime.use_clock(clock)
+    try:
+        return trio.run(async_fn, *args, clock=clock)
+    finally:
+        vtime.use_clock(None)
+
+
+async def _tie(sleep_a, sleep_b, steps):
+    """Tasks whose deadlines tie at 1.0 and 1.5, and one whose deadlines
+    are already due while another task runs, sleeping with the given
+    functions; returns (task, time, scheduler pass) as each woke."""
+    log = []
+    trio.lowlevel.add_instrument(steps)
+
+    async def sleeper(name, sleep, deadlines):
+        for d in deadlines:
+            await sleep(d if d is not None else trio.current_time())
+            log.append((name, trio.current_time(), steps.passes))
+
+    async def spinner():
+        for _ in range(4):
+            await trio.lowlevel.checkpoint()
+            log.append(("spin", trio.current_time(), steps.passes))
+    async with trio.open_nursery() as n:
+        n.start_soon(sleeper, "a", sleep_a, (1.0, 1.5))
+        n.start_soon(sleeper, "b", sleep_b, (1.0, 1.5))
+        n.start_soon(sleeper, "c", sleep_a, (0.5, 1.5))
+        n.start_soon(sleeper, "due", sleep_b, (None, None, None))
+        n.start_soon(spinner)
+    return log
+
+
+def test_own_timers_wake_in_trios_pass_and_order():
+    """An Alarm (vtime.sleep_until on the AutojumpClock's timers) wakes in
+    the scheduler pass a trio deadline would have, in trio's seeded order:
+    the same log, the same passes, with no cancel scope expiring."""
+    runs = {}
+    for name, sleep_b in (("trio", trio.sleep_until), ("own", vtime.sleep_until)):
+        vtime.deterministic_scheduling()
+        steps = Steps()
+        log = _own_clock_run(_tie, trio.sleep_until, sleep_b, steps)
+        runs[name] = (log, steps.passes)
+    assert runs["own"] == runs["trio"]
+    assert [t for name, t, _ in runs["own"][0] if name in "abc"] == [0.5, 1.0, 1.0, 1.5, 1.5, 1.5]
+    assert [p for name, _, p in runs["own"][0] if name == "due"] == [2, 3, 4]   # one pass each
+
+
+def test_an_alarm_moved_while_parked_wakes_at_its_new_deadline_and_a_cancelled_one_is_gone():
+    async def main():
+        clock = vtime._clock
+        alarm, woke = vtime.Alarm(), []
+
+        async def parked():
+            await alarm.wait()
+            woke.append(trio.current_time())
+        async with trio.open_nursery() as n:
+            n.start_soon(parked)
+            await trio.sleep(1.0)
+            alarm.deadline = 3.0
+            await trio.sleep(1.0)
+            alarm.deadline = 2.5    # moved again: the 3.0 timer is stale
+        with trio.move_on_after(0.5):
+            await vtime.sleep_until(100.0)
+        return woke, trio.current_time(), clock.next_timer()
+    woke, end, nxt = _own_clock_run(main)
+    assert woke == [2.5]
+    assert end == 3.0
+    assert nxt == float("inf")

@@ -15,7 +15,6 @@ pending interrupts are presented in arrival order.
 
 from collections import deque
 
-import trio
 
 from sim import vtime
 
@@ -31,7 +30,7 @@ class KvmXics:
         self.levels: dict[int, int] = {}     # level-triggered (LSI) sources as asserted
         self.cppr = DEFAULT_CPPR
         self.ready_at = 0.0      # the raiser's clock when the last interrupt became pending
-        self._event = trio.Event()
+        self._event = vtime.Flag()
 
     def deliver(self, irq: int, level: int, lsi: bool = False) -> None:
         """ics_deliver_irq: an MSI is an edge (level 1 raises it once); an
@@ -48,14 +47,14 @@ class KvmXics:
     def has_pending(self) -> bool:
         return bool(self.pending)
 
-    def wakeup(self) -> trio.Event:
+    def wakeup(self) -> vtime.Flag:
         """An event set once an interrupt is pending (kvmppc_vcpu_woken)."""
         if self.pending:
-            ev = trio.Event()
+            ev = vtime.Flag()
             ev.set()
             return ev
         if self._event.is_set():
-            self._event = trio.Event()
+            self._event = vtime.Flag()
         return self._event
 
     def h_xirr(self) -> int:

@@ -15,8 +15,6 @@ readable, so ppoll returns at once) -- before it dispatches the new fd.
 
 from collections import deque
 
-import trio
-
 from sim import vtime
 
 
@@ -102,8 +100,8 @@ class AioContext:
             else:
                 self._parked = True
                 self._owed = vtime.park()
-                with trio.CancelScope() as self._sleep:
-                    await trio.sleep_forever()
+                self._sleep = vtime.Alarm()    # no deadline until work is ready
+                await self._sleep.wait()
                 self._sleep = self._woken = None
                 self._parked = False
             self.wakeups += 1
