@@ -38,7 +38,7 @@ def run_trio(async_fn, *args, **kwargs):
     """trio.run, with SIGINT and SIGALRM held from the moment async_fn is
     done until trio.run has returned, then acted on here.
 
-    trio's WakeupSocketpair.close (trio 0.22-0.27) closes its two sockets
+    trio's WakeupSocketpair.close (trio 0.22 to 0.35 at least) closes its two sockets
     before it restores the old signal wakeup fd. A signal landing in between
     makes CPython write its wake-up byte to a socket whose peer is gone and
     print "Exception ignored when trying to write to the signal wakeup fd"
