@@ -146,8 +146,19 @@ def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None
                                             instruments=instruments)
     except RamAllocError as exc:
         raise ScenarioError(f"{scn.path}: [machine] ram_mib: {exc}") from None
+    except BlockError as exc:       # the image file failed mid-run (a corrupt .xz): the user's input
+        raise ScenarioError(str(exc)) from None
+    except BaseExceptionGroup as group:     # the same, as a task's error wrapped by trio
+        blk, rest = group.split(BlockError)
+        if blk is not None and rest is None:
+            raise ScenarioError(str(_leaves(blk)[0])) from None
+        raise
     finally:
         gc.set_threshold(*gc_threshold)
         vtime.use_clock(None)
         backend.close()
     return RunResult(scn, trace, m.console, result, m, end_ns, hung)
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    return [e for x in group.exceptions for e in (_leaves(x) if isinstance(x, BaseExceptionGroup) else [x])]
