@@ -56,13 +56,24 @@ def _bar4_ranges(result):
 
 def hcall_pairs(trace):
     """(guest hcall event, the hcall_done that answered it) in order."""
-    pending = None
+    return iter(trace.memo(hcall_pairs, _hcall_pairs))
+
+
+def _hcall_pairs(trace) -> list:
+    pairs, pending = [], None
     for e in trace.events:
         if e.name == "hcall" and e.actor == "guest":
             pending = e
         elif e.name == "hcall_done" and pending is not None:
-            yield pending, e
+            pairs.append((pending, e))
             pending = None
+    return pairs
+
+
+def _pair_fields(trace) -> list:
+    """hcall_pairs with each guest hcall's fields, built once per trace
+    (a raw event's fields are built on every read, sim.trace.Event)."""
+    return [(call, done, call.fields) for call, done in hcall_pairs(trace)]
 
 
 def register_accesses(result) -> list[dict]:
@@ -72,16 +83,17 @@ def register_accesses(result) -> list[dict]:
     spans = [(b, n, 0) for b, n in _bar0_ranges(result)]
     spans += [(b, n, VIRTIO_PCI_MODERN_MEM_BAR) for b, n in _bar4_ranges(result)]
     out = []
-    for call, done in hcall_pairs(firmware_trace(result.trace)):
-        nr = call.fields["nr"]
+    fw = firmware_trace(result.trace)
+    for call, done, cf in fw.memo(_pair_fields, _pair_fields):
+        nr = cf["nr"]
         if nr not in (papr.H_LOGICAL_CI_LOAD, papr.H_LOGICAL_CI_STORE):
             continue
-        size, addr = call.fields["r4"], call.fields["r5"]
+        size, addr = cf["r4"], cf["r5"]
         base, bar = next(((b, i) for b, n, i in spans if b <= addr < b + n), (None, None))
         if base is None or size not in (1, 2, 4, 8):
             continue
         off = addr - base
-        raw = call.fields["r6"] if nr == papr.H_LOGICAL_CI_STORE else done.fields["r4"]
+        raw = cf["r6"] if nr == papr.H_LOGICAL_CI_STORE else done.fields["r4"]
         raw &= (1 << (8 * size)) - 1
         value = raw if bar == 0 and off >= VIRTIO_PCI_CONFIG_OFF_NO_MSIX or size == 1 else \
             int.from_bytes(raw.to_bytes(size, "big"), "little")
@@ -286,11 +298,13 @@ def grub_stage(trace) -> dict | None:
 def summary(result) -> dict:
     trace, kern = split_stages(result.trace)
     exits = [e for e in trace.named("exit")]
-    exits_by_hcall = Counter(papr.hcall_name(e.fields["nr"]) for e in exits)
+    exits_by_hcall = Counter()
+    for nr, n in Counter(e.fields["nr"] for e in exits).items():
+        exits_by_hcall[papr.hcall_name(nr)] += n
     in_kernel = [e for e in trace.named("hcall_done") if e.fields["in_kernel"]]
     addrs = notify_addrs(result)
-    notifies = [(c, d) for c, d in hcall_pairs(trace)
-                if c.fields["nr"] == papr.H_LOGICAL_CI_STORE and c.fields["r5"] in addrs]
+    notifies = [(c, d) for c, d, cf in trace.memo(_pair_fields, _pair_fields)
+                if cf["nr"] == papr.H_LOGICAL_CI_STORE and cf["r5"] in addrs]
     completed = trace.named("blk_complete")
     reads = {e.fields["used_idx"]: e for e in completed}
     bytes_loaded = bytes_read(trace)

@@ -5,6 +5,7 @@ layers of the real stack: "guest" (the vcpu running SLOF), "kvm",
 "qemu-vcpu" (QEMU's vcpu thread), "qemu-main", "iothread", "disk".
 """
 
+from collections import defaultdict
 from typing import NamedTuple
 
 from sim import vtime
@@ -73,10 +74,31 @@ _owed = vtime._owed
 
 
 class Trace:
-    __slots__ = ("events",)
+    __slots__ = ("events", "_memo")
 
     def __init__(self):
         self.events: list[Event] = []
+        self._memo = None       # (events, len(events), {key: value}): see memo
+
+    def __getstate__(self):
+        return {"events": self.events}
+
+    def __setstate__(self, state):
+        self.events, self._memo = state["events"], None
+
+    def memo(self, key, build):
+        """build(self), computed once while the events stay as they are (an
+        append, or a new events list, starts afresh): for the readers of a
+        finished trace (the report, the diagnosis), which ask the same
+        questions many times."""
+        ev = self.events
+        m = self._memo
+        if m is None or m[0] is not ev or m[1] != len(ev):
+            m = self._memo = (ev, len(ev), {})
+        got = m[2].get(key, _MISSING)
+        if got is _MISSING:
+            got = m[2][key] = build(self)
+        return got
 
     def emit(self, _actor: str, _name: str, **fields) -> Event:
         # vtime.now() and Event(...) inlined: the hottest call of a boot.
@@ -94,6 +116,9 @@ class Trace:
         return ev
 
     def named(self, *names: str) -> list[Event]:
+        """The events called any of names, in trace order (a new list)."""
+        if len(names) == 1:
+            return list(self.memo(_BY_NAME, _by_name).get(names[0], ()))
         return [e for e in self.events if e.name in names]
 
     def first(self, name: str, after: int = -1, **match):
@@ -105,6 +130,18 @@ class Trace:
         return None, None
 
 
+_MISSING = object()
+_BY_NAME = "by name"
+
+
+def _by_name(trace) -> dict[str, list[Event]]:
+    """Trace.named's index, built in one pass."""
+    by = defaultdict(list)
+    for e in trace.events:
+        by[e[2]].append(e)
+    return by
+
+
 # The phase the guest kernel model announces after the hand-off. Events
 # before it are the firmware (SLOF) stage, events from it on the kernel
 # stage: the report keeps their figures apart (split_stages below).
@@ -112,7 +149,13 @@ KERNEL_STAGE_PHASE = "kernel virtio-blk"
 
 
 def split_stages(trace) -> tuple[Trace, Trace]:
-    """(firmware stage, kernel stage) as two traces over the same events."""
+    """(firmware stage, kernel stage) as two traces over the same events;
+    the same two for as long as the trace is unchanged (Trace.memo), so
+    their own lookups are built once."""
+    return trace.memo(split_stages, _split_stages)
+
+
+def _split_stages(trace) -> tuple[Trace, Trace]:
     ev = trace.events
     i = next((k for k, e in enumerate(ev) if e.name == "phase" and e.fields["name"] == KERNEL_STAGE_PHASE),
              len(ev))
