@@ -12,7 +12,6 @@ slofsim bug: one line and exit 70 (EX_SOFTWARE), the traceback only with
 
 import argparse
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -72,6 +71,7 @@ def known_scenarios() -> list[str]:
 
 
 def did_you_mean(word: str, choices) -> str:
+    import difflib      # only on a mistyped name: not on every command's path
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 

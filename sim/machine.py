@@ -117,11 +117,11 @@ async def _client_program(slof, kind, entry, segments, dev):
     image (recognised by its module area) runs as the GRUB model, calling
     SLOF's client interface; any other image runs as machine code (None)."""
     from firmware_model.grub import core_image
-    from firmware_model.grub.main import Grub
-    from firmware_model.slof.client import ClientInterface
     image = core_image(slof.cpu.ram, segments)
     if image is None:
         return None
+    from firmware_model.grub.main import Grub      # imported only for a GRUB image
+    from firmware_model.slof.client import ClientInterface
     slof.phase("hand-off", program="grub", entry=entry)
     cif = ClientInterface(slof, dev, scratch=slof.data + 0x8000)
     return await Grub(slof.cpu, cif, image, slof.trace, slof.costs).main()
