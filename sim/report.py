@@ -61,7 +61,7 @@ def hcall_pairs(trace):
 
 def _hcall_pairs(trace) -> list:
     pairs, pending = [], None
-    for e in trace.events:
+    for _i, e in trace.indexed("hcall", "hcall_done"):
         if e.name == "hcall" and e.actor == "guest":
             pending = e
         elif e.name == "hcall_done" and pending is not None:
@@ -117,7 +117,7 @@ def kernel_register_accesses(result) -> list[dict]:
     spans = [(b, n, 0) for b, n in _bar0_ranges(result)]
     spans += [(b, n, VIRTIO_PCI_MODERN_MEM_BAR) for b, n in _bar4_ranges(result)]
     out, pending = [], None
-    for e in split_stages(result.trace)[1].events:
+    for _i, e in split_stages(result.trace)[1].indexed("mmio_access", "virtio_pci_access", "ioeventfd_signal"):
         f = e.fields
         if e.name == "mmio_access" and e.actor == "guest":
             pending = e
@@ -251,7 +251,7 @@ def kernel_stage(result, kern: Trace) -> dict:
     notify_addrs_k = {e.fields["addr"] for e in kern.named("linux_virtqueue_notify")}
     notifies = []
     pending = None
-    for e in kern.events:
+    for _i, e in kern.indexed("mmio_access", "mmio_done"):
         if e.name == "mmio_access" and e.actor == "guest":
             pending = e
         elif e.name == "mmio_done" and pending is not None:

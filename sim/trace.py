@@ -5,6 +5,7 @@ layers of the real stack: "guest" (the vcpu running SLOF), "kvm",
 "qemu-vcpu" (QEMU's vcpu thread), "qemu-main", "iothread", "disk".
 """
 
+from bisect import bisect_left
 from collections import defaultdict
 from typing import NamedTuple
 
@@ -118,8 +119,18 @@ class Trace:
     def named(self, *names: str) -> list[Event]:
         """The events called any of names, in trace order (a new list)."""
         if len(names) == 1:
-            return list(self.memo(_BY_NAME, _by_name).get(names[0], ()))
-        return [e for e in self.events if e.name in names]
+            return list(map(self.events.__getitem__, self.memo(_BY_NAME, _by_name).get(names[0], ())))
+        return [e for _i, e in self.indexed(*names)]
+
+    def indexed(self, *names: str) -> list[tuple[int, Event]]:
+        """(index in events, event) of the events called any of names, in
+        trace order: a walk over some kinds of event, not all."""
+        by = self.memo(_BY_NAME, _by_name)
+        ev = self.events
+        runs = [[(k, ev[k]) for k in by[n]] for n in dict.fromkeys(names) if n in by]
+        if len(runs) == 1:
+            return runs[0]
+        return sorted((x for run in runs for x in run), key=_first)    # runs are sorted: a merge
 
     def first(self, name: str, after: int = -1, **match):
         """The first event called name after index `after` whose fields match."""
@@ -134,12 +145,16 @@ _MISSING = object()
 _BY_NAME = "by name"
 
 
-def _by_name(trace) -> dict[str, list[Event]]:
-    """Trace.named's index, built in one pass."""
+def _by_name(trace) -> dict[str, list[int]]:
+    """Trace.named's index: each name's event indexes, in one pass."""
     by = defaultdict(list)
-    for e in trace.events:
-        by[e[2]].append(e)
+    for i, e in enumerate(trace.events):
+        by[e[2]].append(i)
     return by
+
+
+def _first(pair):
+    return pair[0]
 
 
 # The phase the guest kernel model announces after the hand-off. Events
@@ -157,10 +172,19 @@ def split_stages(trace) -> tuple[Trace, Trace]:
 
 def _split_stages(trace) -> tuple[Trace, Trace]:
     ev = trace.events
-    i = next((k for k, e in enumerate(ev) if e.name == "phase" and e.fields["name"] == KERNEL_STAGE_PHASE),
-             len(ev))
+    i = next((k for k, e in trace.indexed("phase") if e.fields["name"] == KERNEL_STAGE_PHASE), len(ev))
     fw, kern = Trace(), Trace()
     fw.events, kern.events = ev[:i], ev[i:]
+    # Their indexes, cut from the whole trace's.
+    fw_by, kern_by = {}, {}
+    for name, where in trace.memo(_BY_NAME, _by_name).items():
+        k = bisect_left(where, i)
+        if k:
+            fw_by[name] = where[:k]
+        if k < len(where):
+            kern_by[name] = [j - i for j in where[k:]]
+    fw.memo(_BY_NAME, lambda _t: fw_by)
+    kern.memo(_BY_NAME, lambda _t: kern_by)
     return fw, kern
 
 
