@@ -40,3 +40,14 @@ def test_pdb_still_works_after_construct():
                           "assert 'bdb' not in sys.modules; print(d.pdb.Pdb.__module__, 'bdb' in sys.modules)"],
                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["pdb", "True"]
+
+
+def test_pickle_is_deferred_too_and_a_process_pool_still_works():
+    """construct's `import pickle` gets the same stand-in; its first use,
+    or a process pool's, loads the real module."""
+    code = ("import sys, sim.abi, construct.core as c; assert '_pickle' not in sys.modules; "
+            "from concurrent.futures import ProcessPoolExecutor as P; p = P(1); print(list(p.map(abs, [-3]))); "
+            "p.shutdown(); import pickle; print(pickle.loads(c.pickle.dumps([1])), type(pickle).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[3]", "[1] module"]
