@@ -15,7 +15,10 @@ time span both: "booted" means the image ran to its hand-off and the kernel
 stage completed its reads (verdict below).
 """
 
+import json
+import math
 from collections import Counter
+from json.encoder import encode_basestring_ascii as _json_str
 
 from sim.abi import papr
 from sim.faults import numbers
@@ -373,6 +376,64 @@ def to_json(result) -> dict:
     out["diagnosis"] = diagnose(result)
     out["faults"] = [f.text() for f in result.scenario.faults]
     return out
+
+
+def dumps(obj) -> str:
+    """json.dumps(obj, indent=1), byte for byte, in about half the time
+    (the stdlib's encoder is pure Python when it indents: a generator per
+    container): for the dicts, lists, strings, ints, floats, booleans and
+    None of slofsim's --json; anything else takes json.dumps."""
+    out = []
+    app = out.append
+
+    def enc(o, pad):
+        t = type(o)
+        if t is str:
+            app(_json_str(o))
+        elif t is int:
+            app(int.__repr__(o))
+        elif o is None:
+            app("null")
+        elif o is True:
+            app("true")
+        elif o is False:
+            app("false")
+        elif t is dict or t is list:
+            if not o:
+                app("{}" if t is dict else "[]")
+                return
+            inner = pad + " "
+            if t is dict:
+                sep = "{" + inner
+                for k, v in o.items():
+                    if type(k) is not str:
+                        raise _NotPlain
+                    app(sep)
+                    app(_json_str(k))
+                    app(": ")
+                    enc(v, inner)
+                    sep = "," + inner
+                app(pad + "}")
+            else:
+                sep = "[" + inner
+                for v in o:
+                    app(sep)
+                    enc(v, inner)
+                    sep = "," + inner
+                app(pad + "]")
+        elif t is float and math.isfinite(o):
+            app(float.__repr__(o))
+        else:
+            raise _NotPlain
+    try:
+        enc(obj, "\n")
+    except (_NotPlain, RecursionError):
+        return json.dumps(obj, indent=1)
+    return "".join(out)
+
+
+class _NotPlain(Exception):
+    """dumps met what only json.dumps knows how to write."""
 
 
 def format_summary(s: dict) -> str:
