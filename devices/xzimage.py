@@ -15,6 +15,10 @@ import construct as c  # noqa: E402,I001
 
 UNPACK_STEP = 256 << 10       # unpack at least this much per step
 UNPACK_MAX = 4 << 30          # the unpacked image is held in memory
+# Bounds on the layout walk (a few us a record in Python): xz -T0 cuts
+# blocks of 3 dictionaries (24 MiB at -6), so a 1 TiB image has ~44,000.
+MAX_BLOCKS = 1 << 16
+MAX_STREAMS = 1 << 12
 
 
 class XzError(ValueError):
@@ -31,7 +35,7 @@ def xz_streams(data: bytes) -> list[tuple[int, int, int]]:
     checked (header, footer and index CRC32s, flags, sizes)."""
     mv = memoryview(data)
     end = len(data)
-    out = []
+    out, nblocks = [], 0
     while True:
         padded, end = end, _padding_start(mv, end)         # 2.2 stream padding
         if end == 0:
@@ -50,6 +54,10 @@ def xz_streams(data: bytes) -> list[tuple[int, int, int]]:
         if index_start < X.STREAM_HEADER_SIZE:
             raise XzError(f"{where}: the footer's index size ({index_end - index_start} bytes) "
                           "runs past the stream's start (truncated?)")
+        nblocks += _parse(X.vli, mv[index_start + 1:index_end], f"{where}: index record count")
+        if len(out) >= MAX_STREAMS or nblocks > MAX_BLOCKS:
+            raise XzError(f"more than {MAX_STREAMS} streams or {MAX_BLOCKS} blocks, slofsim's bound: "
+                          "unxz it and boot the raw file")
         ix = _parse(X.index, mv[index_start:index_end], f"{where}: index")
         if any(ix.padding):
             raise XzError(f"{where}: index padding is not null")
