@@ -51,3 +51,12 @@ def test_pickle_is_deferred_too_and_a_process_pool_still_works():
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),
                          capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:2] == ["[3]", "[1] module"]
+
+
+def test_the_gpt_type_constants_are_what_uuid_makes_of_them():
+    """sim.abi.gpt writes its GUID constants without importing uuid."""
+    from sim.abi import gpt as G
+    for text, const in (("9E1A2D38-C612-4316-AA26-8B49521E5A8B", G.PREP),
+                        ("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", G.BASIC_DATA),
+                        ("0FC63DAF-8483-4772-8E79-3D69D8477DE4", G.LINUX_FS)):
+        assert G.guid(text) == const
