@@ -759,7 +759,9 @@ def entry() -> None:
     the machine's object cycles, then every module -- cost about 30 ms of a
     190 ms `slofsim run`; the kernel frees a process's memory at once.
     Output is flushed and atexit handlers run first; with another thread
-    still alive the exit is Python's usual one."""
+    alive, or a profiler or tracer (python -m cProfile, coverage, a
+    debugger) that writes its findings after the program, the exit is
+    Python's usual one."""
     import threading
     _program_gc()
     rc = main()
@@ -769,7 +771,7 @@ def entry() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         rc = interrupt.EXIT_BROKEN_PIPE
     sys.stderr.flush()
-    if threading.active_count() > 1:
+    if threading.active_count() > 1 or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(rc)
     import atexit
     atexit._run_exitfuncs()
