@@ -1,6 +1,7 @@
 """The user's paths start lean: run, check, explain and demo import no test,
 plotting or debugging module (each would cost start-up time for nothing)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,3 +61,17 @@ def test_the_gpt_type_constants_are_what_uuid_makes_of_them():
                         ("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", G.BASIC_DATA),
                         ("0FC63DAF-8483-4772-8E79-3D69D8477DE4", G.LINUX_FS)):
         assert G.guid(text) == const
+
+
+def test_the_program_exits_fast_with_its_output_and_status_and_profilers_still_write(tmp_path):
+    """sim.cli.entry ends with os._exit after flushing: the whole output and
+    the status still arrive; under cProfile the exit is the usual one, so the
+    profile is written."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    run = subprocess.run([sys.executable, "-m", "sim.cli", "run", "dataplane-stall", "--json"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and json.loads(run.stdout)["outcome"] == "stalled"
+    prof = tmp_path / "p.prof"
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "sim.cli", "list"], cwd=ROOT, env=env,
+                   capture_output=True, check=True)
+    assert prof.stat().st_size > 0
