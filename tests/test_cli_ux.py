@@ -207,12 +207,16 @@ def test_a_ctrl_c_while_trio_closes_its_wakeup_socket_waits_for_the_run_to_end(m
     Ctrl-C in that window printed a BrokenPipeError report (CI saw it once
     under fuzz). run_trio holds SIGINT there, then delivers it."""
     import signal
+    import threading
     from trio._core._wakeup_socketpair import WakeupSocketpair
     real_close = WakeupSocketpair.close
     seen = {}
 
     def close_with_a_ctrl_c(self):
-        os.kill(os.getpid(), signal.SIGINT)             # the user's Ctrl-C, in the window
+        # The user's Ctrl-C, in the window, to the thread that runs trio: a
+        # process-directed kill goes to any thread not blocking SIGINT, and
+        # the test process may have one (the program has only this one).
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         seen["held"] = signal.SIGINT in signal.sigpending()
         real_close(self)
     monkeypatch.setattr(WakeupSocketpair, "close", close_with_a_ctrl_c)
