@@ -118,7 +118,7 @@ _BASE = _multi([b"a" * 3000, b"\x07" * 1024], [4, 0])
 _EDITS = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255), st.integers(0, 3)), max_size=4)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.binary(max_size=200), _EDITS.map(lambda e: _edit(_BASE, e)),
                  _EDITS.map(lambda e: _edit(REF_XZ, e))))
 def test_hostile_xz_is_xzerror_or_exact(blob):
@@ -182,7 +182,7 @@ def test_a_flipped_bit_in_the_reference_image_is_an_error_or_harmless_to_what_a_
     chunk framing catches what the check would: every flip either fails the
     open or the unpack, or leaves the first 2 MiB as they were."""
     seen = set()
-    for pos in range(0, len(REF_XZ), 13):
+    for pos in range(0, len(REF_XZ), 31):
         bad = bytearray(REF_XZ)
         bad[pos] ^= 1 << (pos % 8)
         try:
