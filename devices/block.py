@@ -3,13 +3,15 @@
 Read-only unless the scenario allows writes. Writes then go to an
 in-memory copy-on-write overlay, or, with persist, to the file, where they
 are durable only after a flush (like a host page cache before fsync).
-An .xz image is unpacked into memory; its writes stay in the overlay.
+An .xz image is unpacked into memory as far as the guest reads
+(devices.xzimage); its writes stay in the overlay.
 """
 
 import errno
-import lzma
 import os
 import stat
+
+from devices.xzimage import XzError, XzImage
 
 SECTOR = 512
 # Image formats QEMU's block layer would probe (block/qcow2.c QCOW_MAGIC
@@ -32,6 +34,7 @@ class BlockBackend:
         self.persist = persist and writable
         self._fd = None
         self._data = None
+        self._xz = None
         self.overlay: dict[int, bytes] = {}
         self.dirty: dict[int, bytes] = {}
         try:
@@ -47,11 +50,11 @@ class BlockBackend:
                 os.close(fd)
                 raise
             if path.endswith(".xz"):
-                with os.fdopen(fd, "rb") as raw, lzma.open(raw) as f:
-                    self._data = memoryview(f.read())
+                with os.fdopen(fd, "rb") as raw:
+                    self._xz = XzImage(raw.read())
                 self.persist = False
-                size = len(self._data)
-                head = bytes(self._data[:8])
+                size = self._xz.size
+                head = bytes(self._xz.buf[:8])
             else:
                 self._fd = fd
                 size = os.fstat(fd).st_size
@@ -62,8 +65,8 @@ class BlockBackend:
                        "(set persist = false to keep them in memory)" if self._fd is None and self.persist
                        and not path.endswith(".xz") else "")
             raise BlockError(f"{path}: cannot open disk image{persist}: {why}") from None
-        except (lzma.LZMAError, EOFError) as exc:   # corrupt or truncated .xz
-            raise BlockError(f"{path}: cannot open disk image: not a valid .xz file ({exc})") from None
+        except XzError as exc:   # corrupt or truncated .xz
+            raise BlockError(f"{path}: cannot open disk image: not a valid .xz file: {exc}") from None
         for magic, fmt in FORMAT_MAGICS:
             if head.startswith(magic):
                 self.close()
@@ -81,7 +84,7 @@ class BlockBackend:
         self = cls.__new__(cls)
         self.path, self.writable, self.persist = name, writable, False
         # A bytearray is adopted, not copied: a big image's zero pages stay untouched.
-        self._fd, self._data = None, memoryview(data).toreadonly()
+        self._fd, self._data, self._xz = None, memoryview(data).toreadonly(), None
         self.overlay, self.dirty = {}, {}
         self.size = len(data)
         self.sectors = self.size // SECTOR
@@ -98,6 +101,12 @@ class BlockBackend:
         off = sector * SECTOR
         if self._data is not None:
             dest[:] = self._data[off:off + n]
+        elif self._xz is not None:
+            xz = self._xz
+            if len(xz.buf) < off + n:
+                self._unpack(off + n, sector)
+            with memoryview(xz.buf) as buf:     # released: buf grows on the next unpack
+                dest[:] = buf[off:off + n]
         else:
             got = os.preadv(self._fd, [dest], off)
             if got != n:
@@ -107,6 +116,15 @@ class BlockBackend:
                 s = self.dirty.get(sector + i) or self.overlay.get(sector + i)
                 if s is not None:
                     dest[i * SECTOR:(i + 1) * SECTOR] = s
+
+    def _unpack(self, end: int, sector: int) -> None:
+        """A data error found now is the image file's, not the guest's: the
+        run stops with it (sim.machine makes it a one-line error, exit 2)."""
+        try:
+            self._xz.need(end)
+        except XzError as exc:
+            raise BlockError(f"{self.path}: not a valid .xz file: {exc} (found unpacking it for a read of "
+                             f"sector {sector}; the run stops here)") from None
 
     def write(self, sector: int, data: bytes) -> None:
         target = self.dirty if self.persist else self.overlay

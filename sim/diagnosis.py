@@ -50,13 +50,14 @@ def _pick(events, faulted: int | None = None) -> int | None:
     return subs[min(4, len(subs) - 1)][0] if subs else None
 
 
-def _pick_fault(ev) -> int | None:
+def _pick_fault(trace) -> int | None:
     """With faults: the request the first fault acted on (the last one
     SLOF posted before it acted)."""
-    k = next((i for i, e in enumerate(ev) if e.name in ("blkdebug", "fault_lost_kick")), None)
-    if k is None:
+    acted = trace.indexed("blkdebug", "fault_lost_kick")
+    if not acted:
         return None
-    return next((i for i in range(k, -1, -1) if ev[i].name == "virtio_blk_submit"), None)
+    k = acted[0][0]
+    return next((i for i, _e in reversed(trace.indexed("virtio_blk_submit")) if i <= k), None)
 
 
 def _grub_read(ev) -> tuple[int | None, list[dict]]:
@@ -90,8 +91,7 @@ def diagnose(result, grub: bool = False) -> list[dict]:
         if start is None:
             return pre
     else:
-        start = _pick([(i, e) for i, e in enumerate(ev) if e.name in ("virtio_blk_submit", "blk_complete")],
-                      _pick_fault(ev))
+        start = _pick(fw.indexed("virtio_blk_submit", "blk_complete"), _pick_fault(fw))
     if start is None:
         return diagnose_kernel(kern.events)   # SLOF read nothing (-kernel): the kernel's first read
     sub = ev[start]

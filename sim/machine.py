@@ -117,11 +117,11 @@ async def _client_program(slof, kind, entry, segments, dev):
     image (recognised by its module area) runs as the GRUB model, calling
     SLOF's client interface; any other image runs as machine code (None)."""
     from firmware_model.grub import core_image
-    from firmware_model.grub.main import Grub
-    from firmware_model.slof.client import ClientInterface
     image = core_image(slof.cpu.ram, segments)
     if image is None:
         return None
+    from firmware_model.grub.main import Grub      # imported only for a GRUB image
+    from firmware_model.slof.client import ClientInterface
     slof.phase("hand-off", program="grub", entry=entry)
     cif = ClientInterface(slof, dev, scratch=slof.data + 0x8000)
     return await Grub(slof.cpu, cif, image, slof.trace, slof.costs).main()
@@ -150,9 +150,20 @@ def run(scn: Scenario, disk_override: str | None = None, echo=None, backend=None
                                             instruments=instruments)
     except RamAllocError as exc:
         raise ScenarioError(f"{scn.path}: [machine] ram_mib: {exc}") from None
+    except BlockError as exc:       # the image file failed mid-run (a corrupt .xz): the user's input
+        raise ScenarioError(str(exc)) from None
+    except BaseExceptionGroup as group:     # the same, as a task's error wrapped by trio
+        blk, rest = group.split(BlockError)
+        if blk is not None and rest is None:
+            raise ScenarioError(str(_leaves(blk)[0])) from None
+        raise
     finally:
         gc.unfreeze()
         gc.set_threshold(*gc_threshold)
         vtime.use_clock(None)
         backend.close()
     return RunResult(scn, trace, m.console, result, m, end_ns, hung)
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    return [e for x in group.exceptions for e in (_leaves(x) if isinstance(x, BaseExceptionGroup) else [x])]

@@ -5,6 +5,8 @@ layers of the real stack: "guest" (the vcpu running SLOF), "kvm",
 "qemu-vcpu" (QEMU's vcpu thread), "qemu-main", "iothread", "disk".
 """
 
+from bisect import bisect_left
+from collections import defaultdict
 from typing import NamedTuple
 
 from sim import vtime
@@ -73,10 +75,31 @@ _owed = vtime._owed
 
 
 class Trace:
-    __slots__ = ("events",)
+    __slots__ = ("events", "_memo")
 
     def __init__(self):
         self.events: list[Event] = []
+        self._memo = None       # (events, len(events), {key: value}): see memo
+
+    def __getstate__(self):
+        return {"events": self.events}
+
+    def __setstate__(self, state):
+        self.events, self._memo = state["events"], None
+
+    def memo(self, key, build):
+        """build(self), computed once while the events stay as they are (an
+        append, or a new events list, starts afresh): for the readers of a
+        finished trace (the report, the diagnosis), which ask the same
+        questions many times."""
+        ev = self.events
+        m = self._memo
+        if m is None or m[0] is not ev or m[1] != len(ev):
+            m = self._memo = (ev, len(ev), {})
+        got = m[2].get(key, _MISSING)
+        if got is _MISSING:
+            got = m[2][key] = build(self)
+        return got
 
     def emit(self, _actor: str, _name: str, **fields) -> Event:
         # vtime.now() and Event(...) inlined: the hottest call of a boot.
@@ -94,7 +117,20 @@ class Trace:
         return ev
 
     def named(self, *names: str) -> list[Event]:
-        return [e for e in self.events if e.name in names]
+        """The events called any of names, in trace order (a new list)."""
+        if len(names) == 1:
+            return list(map(self.events.__getitem__, self.memo(_BY_NAME, _by_name).get(names[0], ())))
+        return [e for _i, e in self.indexed(*names)]
+
+    def indexed(self, *names: str) -> list[tuple[int, Event]]:
+        """(index in events, event) of the events called any of names, in
+        trace order: a walk over some kinds of event, not all."""
+        by = self.memo(_BY_NAME, _by_name)
+        ev = self.events
+        runs = [[(k, ev[k]) for k in by[n]] for n in dict.fromkeys(names) if n in by]
+        if len(runs) == 1:
+            return runs[0]
+        return sorted((x for run in runs for x in run), key=_first)    # runs are sorted: a merge
 
     def first(self, name: str, after: int = -1, **match):
         """The first event called name after index `after` whose fields match."""
@@ -105,6 +141,22 @@ class Trace:
         return None, None
 
 
+_MISSING = object()
+_BY_NAME = "by name"
+
+
+def _by_name(trace) -> dict[str, list[int]]:
+    """Trace.named's index: each name's event indexes, in one pass."""
+    by = defaultdict(list)
+    for i, e in enumerate(trace.events):
+        by[e[2]].append(i)
+    return by
+
+
+def _first(pair):
+    return pair[0]
+
+
 # The phase the guest kernel model announces after the hand-off. Events
 # before it are the firmware (SLOF) stage, events from it on the kernel
 # stage: the report keeps their figures apart (split_stages below).
@@ -112,12 +164,27 @@ KERNEL_STAGE_PHASE = "kernel virtio-blk"
 
 
 def split_stages(trace) -> tuple[Trace, Trace]:
-    """(firmware stage, kernel stage) as two traces over the same events."""
+    """(firmware stage, kernel stage) as two traces over the same events;
+    the same two for as long as the trace is unchanged (Trace.memo), so
+    their own lookups are built once."""
+    return trace.memo(split_stages, _split_stages)
+
+
+def _split_stages(trace) -> tuple[Trace, Trace]:
     ev = trace.events
-    i = next((k for k, e in enumerate(ev) if e.name == "phase" and e.fields["name"] == KERNEL_STAGE_PHASE),
-             len(ev))
+    i = next((k for k, e in trace.indexed("phase") if e.fields["name"] == KERNEL_STAGE_PHASE), len(ev))
     fw, kern = Trace(), Trace()
     fw.events, kern.events = ev[:i], ev[i:]
+    # Their indexes, cut from the whole trace's.
+    fw_by, kern_by = {}, {}
+    for name, where in trace.memo(_BY_NAME, _by_name).items():
+        k = bisect_left(where, i)
+        if k:
+            fw_by[name] = where[:k]
+        if k < len(where):
+            kern_by[name] = [j - i for j in where[k:]]
+    fw.memo(_BY_NAME, lambda _t: fw_by)
+    kern.memo(_BY_NAME, lambda _t: kern_by)
     return fw, kern
 
 

@@ -11,28 +11,32 @@ import sys as _sys
 import types as _types
 
 
-class _DeferredPdb(_types.ModuleType):
-    """Stands in for pdb until pdb is used, then is replaced by it."""
+class _Deferred(_types.ModuleType):
+    """Stands in for a module until it is used, then is replaced by it."""
 
     def __getattr__(self, name):
-        if _sys.modules.get("pdb") is self:
-            del _sys.modules["pdb"]
-        return getattr(_importlib.import_module("pdb"), name)
+        real = self.__name__
+        if _sys.modules.get(real) is self:
+            del _sys.modules[real]
+        return getattr(_importlib.import_module(real), name)
 
 
-def _defer_pdb() -> None:
-    """construct imports pdb at import (construct/debug.py, for its
-    Debugger, which slofsim never uses), and pdb pulls in cmd, bdb, code,
-    glob and more. Let pdb load on its first use instead: breakpoint() and
-    construct's Debugger still get the real module. (importlib's LazyLoader
-    would not do: `import pdb` reads the module's __spec__, which loads it.)"""
-    if "pdb" not in _sys.modules:
-        _sys.modules["pdb"] = _DeferredPdb("pdb")
+def _defer(*names: str) -> None:
+    """construct imports pdb and pickle at import (construct/debug.py for
+    its Debugger, construct/core.py for its Pickled field), neither of
+    which slofsim uses on a run; pdb pulls in cmd, bdb, code, glob and more
+    (13 ms), pickle _compat_pickle and _pickle (about 1.5 ms). Let each
+    load on its first use instead: breakpoint(), construct's Debugger and a
+    process pool still get the real module. (importlib's LazyLoader would
+    not do: `import pdb` reads the module's __spec__, which loads it.)"""
+    for name in names:
+        if name not in _sys.modules:
+            _sys.modules[name] = _Deferred(name)
 
 
-_defer_pdb()
+_defer("pdb", "pickle")
 
-import construct as _c  # noqa: E402  (after _defer_pdb)
+import construct as _c  # noqa: E402  (after _defer)
 
 
 def packer(layout: _c.Struct) -> _struct.Struct:
