@@ -293,6 +293,19 @@ def test_the_fault_oracle_catches_an_unexplained_hang(scenario_file):
     assert "the run reached the watchdog in a drain" in check(case, r, base)
 
 
+def test_an_eio_on_a_request_slof_gave_up_on_is_not_one_it_must_report():
+    """Kicks 9-13 lost: SLOF times out on #9 and posts #10-#13 unanswered;
+    #14's kick makes the IOThread complete them all, #13 with the injected
+    EIO. SLOF waits for #14 only, so it never reads #13's status (found by
+    fuzz, seed 101: the oracle wanted "status = 1" on the console)."""
+    from sim.fuzz.faults import FaultCase, run_fault_case
+    faults = (Fault("io_error", 13, 13, sectors=(2, 6)), Fault("lost_kick", 9, 13, layer="iothread"))
+    r = run_fault_case(FaultCase("7.2", "6.1", True, 50, faults))
+    assert r.ok, (r.exception, r.hung, r.violations)
+    seen = run_fault_case(FaultCase("7.2", "6.1", True, 50, (Fault("io_error", 5, 5),)))
+    assert seen.ok                                      # one SLOF waits for: "status = 1" is printed
+
+
 # --- the command line --------------------------------------------------------------------------
 
 def test_fault_option_adds_to_the_scenario_and_explain_names_it(capsys):
