@@ -231,16 +231,23 @@ class Alarm:
 
     async def wait(self) -> None:
         self.task = current_task()
-        if _clock is None:
-            try:
+        try:
+            if _clock is None:
                 with trio.CancelScope(deadline=self._deadline) as self._scope:
                     await wait_task_rescheduled(self._abort)
-            finally:
-                self._scope = None
-            return
-        if self._deadline != math.inf:
-            self._entry = _clock._arm(self._deadline, self)
-        await wait_task_rescheduled(self._abort)
+                return
+            if self._deadline != math.inf:
+                self._entry = _clock._arm(self._deadline, self)
+            await wait_task_rescheduled(self._abort)
+        finally:
+            # However the wait ends. An exception can come before the task
+            # parks -- a Ctrl-C or the fuzz alarm's, raised by a signal
+            # handler at any bytecode -- and an armed timer or a kept task
+            # would later reschedule a task that is not parked here (trio
+            # then ran the finished main task again: TrioInternalError).
+            self.task = None
+            self._scope = None
+            self._disarm()
 
     def wake(self) -> None:
         """Reschedule the waiting task now (no-op if none waits)."""

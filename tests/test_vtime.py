@@ -180,3 +180,27 @@ def test_an_alarm_moved_while_parked_wakes_at_its_new_deadline_and_a_cancelled_o
     assert woke == [2.5]
     assert end == 3.0
     assert nxt == float("inf")
+
+
+def test_an_exception_before_an_alarm_parks_leaves_no_timer_and_no_task(monkeypatch):
+    """A signal handler's exception (Ctrl-C, the fuzz alarm) can land between
+    arming the timer and parking: the timer must not fire later and
+    reschedule a task that is not waiting there."""
+    async def main():
+        clock = vtime._clock
+        alarm = vtime.Alarm(5.0)
+
+        async def interrupted_before_parking(abort):
+            assert clock.next_timer() == 5.0          # armed
+            raise KeyboardInterrupt
+        monkeypatch.setattr(vtime, "wait_task_rescheduled", interrupted_before_parking)
+        try:
+            await alarm.wait()
+        except KeyboardInterrupt:
+            pass
+        monkeypatch.undo()
+        left = alarm.task, clock.next_timer()
+        await trio.sleep(10.0)                        # past its deadline: this sleep is not cut short
+        return left, trio.current_time()
+    left, end = _own_clock_run(main)
+    assert left == (None, float("inf")) and end == 10.0
