@@ -120,7 +120,8 @@ class Vcpu:
                 book3s.complete_mmio_load(self, run.get_mmio().data)
             self.mmio = None
         while True:
-            await vtime.checkpoint()
+            if vtime.overdue():     # vtime.checkpoint()
+                await vtime.settle()
             result, trap = await _step(self._guest, None)
             if trap is None:
                 run.exit_reason = SIM_GUEST_IDLE

@@ -105,7 +105,8 @@ class AioContext:
                 self._sleep = self._woken = None
                 self._parked = False
             self.wakeups += 1
-            await vtime.settle()
+            if vtime.owing():
+                await vtime.settle()
             bql = self.bql
             if bql is not None:
                 self.trace.emit(self.actor, "main_loop_wakeup", ready=[_name(x) for x in ready])
