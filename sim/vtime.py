@@ -342,9 +342,14 @@ def must_settle() -> bool:
         if rn.runq:
             return True
         nxt = rn.deadlines.next_deadline()
-        if _clock is not None:
-            nxt = min(nxt, _clock.next_timer())
-        return nxt - _clock_now() <= owed
+        c = _clock
+        if c is None:
+            return nxt - _clock_now() <= owed
+        timers = c._timers     # c.next_timer(), inline when its first timer is live
+        own = timers[0][0] if timers and timers[0][2] is not None else c.next_timer()
+        if own < nxt:
+            nxt = own
+        return nxt - c._now <= owed
     return False
 
 
