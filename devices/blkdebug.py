@@ -68,6 +68,8 @@ class BlkDebug:
         """Before the I/O: (errno, bytes the file returns). May never return."""
         self.requests += 1
         n = self.requests
+        if not self.faults:
+            return 0, nbytes
         fault = next((f for f in self.faults if f.selects(n, sector, nbytes // SECTOR)), None)
         if fault is None or fault.kind == "short_read" and not is_read:
             return 0, nbytes

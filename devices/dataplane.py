@@ -10,6 +10,11 @@ requests already in the ring when the dataplane starts are served by that
 self-kick. After that only an eventfd signal wakes the IOThread.
 """
 
+from sim.trace import fields_builder
+
+# The per-request events are recorded raw (Trace.record), fields built when read.
+_handle_notify_fields = fields_builder(lambda popped: {"popped": popped})
+
 
 class VirtIOBlockDataPlane:
     def __init__(self, vdev, iothread_ctx, trace):
@@ -70,6 +75,6 @@ class VirtIOBlockDataPlane:
         while True:
             # 2.2-2.5: hw/virtio/dataplane/vring.c's vring_pop (releases dataplane_pop)
             n = vdev.process_queue(vq, self.ctx.actor, self.ctx, vring=vdev.dataplane_pop == "vring")
-            self.trace.emit(self.ctx.actor, "dataplane_handle_notify", popped=n)
+            self.trace.record(self.ctx.actor, "dataplane_handle_notify", _handle_notify_fields, n)
             if vdev.broken or vq.empty(big):
                 break

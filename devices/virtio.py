@@ -5,6 +5,10 @@ from sim.abi.virtio import (
     VIRTIO_RING_F_EVENT_IDX,
 )
 from devices.virtqueue import VirtQueue
+from sim.trace import fields_builder
+
+_suppressed_fields = fields_builder(lambda queue, used_idx, event_idx:
+                                    {"queue": queue, "used_idx": used_idx, "event_idx": event_idx})
 
 
 class VirtIODevice:
@@ -143,8 +147,8 @@ class VirtIODevice:
         (virtio_should_notify). SLOF sets VRING_AVAIL_F_NO_INTERRUPT, so no
         interrupt is raised; Linux with EVENT_IDX moves used_event."""
         if not vq.should_notify(self.is_big_endian()):
-            self.trace.emit(actor, "virtio_notify_suppressed", queue=vq.index, used_idx=vq.used_idx,
-                            event_idx=vq.event_idx)
+            self.trace.record(actor, "virtio_notify_suppressed", _suppressed_fields, vq.index, vq.used_idx,
+                              vq.event_idx)
             return
         self.isr |= 1
         self.transport.notify_guest(vq, actor)

@@ -21,6 +21,25 @@ from devices.block import SECTOR
 from devices.virtio import VirtIODevice
 from devices.virtqueue import VirtioError
 from devices.vring import vring_pop
+from sim.trace import fields_builder
+
+
+# The per-request events are recorded raw (Trace.record), fields built when read.
+@fields_builder
+def _blk_request_fields(rtype, sector, data_len, head) -> dict:
+    return {"type": BLK_TYPE_NAMES.get(rtype, str(rtype)), "sector": sector,
+            "count": data_len // SECTOR if rtype in (VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT) else 0,
+            "bytes": data_len, "head": head}
+
+
+@fields_builder
+def _disk_io_fields(rtype, sector, data_len, status) -> dict:
+    return {"type": BLK_TYPE_NAMES[rtype], "sector": sector, "bytes": data_len, "status": status}
+
+
+@fields_builder
+def _blk_complete_fields(head, status, used_idx, rtype) -> dict:
+    return {"head": head, "status": status, "used_idx": used_idx, "type": BLK_TYPE_NAMES.get(rtype, str(rtype))}
 
 
 def host_features(release, read_only: bool) -> int:
@@ -194,9 +213,7 @@ class VirtIOBlock(VirtIODevice):
             rtype = raw & ~VIRTIO_BLK_T_BARRIER   # no kind: UNSUPP below
         in_len = elem.in_size()
         data_len = in_len - 1 if rtype == VIRTIO_BLK_T_IN else sum(n for _, n in out) - 16
-        self.trace.emit(actor, "blk_request", type=BLK_TYPE_NAMES.get(rtype, str(rtype)), sector=sector,
-                        count=data_len // SECTOR if rtype in (VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT) else 0,
-                        bytes=data_len, head=elem.index)
+        self.trace.record(actor, "blk_request", _blk_request_fields, rtype, sector, data_len, elem.index)
         ctx.spawn(self._do_request, vq, elem, rtype, sector, data_len, in_len, ctx, big)
 
     def _range_ok(self, sector: int, size: int) -> bool:
@@ -231,8 +248,7 @@ class VirtIOBlock(VirtIODevice):
                     status = VIRTIO_BLK_S_IOERR  # read-only drive: the write fails (EACCES)
                 else:
                     self.backend.write(sector, self._gather(elem.out_sg, 16, data_len))
-                self.trace.emit("disk", "disk_io", type=BLK_TYPE_NAMES[rtype], sector=sector,
-                                bytes=data_len, status=status)
+                self.trace.record("disk", "disk_io", _disk_io_fields, rtype, sector, data_len, status)
         elif rtype == VIRTIO_BLK_T_FLUSH:
             vtime.charge(costs.disk_request)
             self.backend.flush()
@@ -283,6 +299,5 @@ class VirtIOBlock(VirtIODevice):
         self.ram.write(addr + n - 1, bytes((status,)))
         used_idx = vq.push(elem, in_len, big)
         self.requests_completed += 1
-        self.trace.emit(actor, "blk_complete", head=elem.index, status=status, used_idx=used_idx,
-                        type=BLK_TYPE_NAMES.get(rtype, str(rtype)))
+        self.trace.record(actor, "blk_complete", _blk_complete_fields, elem.index, status, used_idx, rtype)
         self.notify(vq, actor)

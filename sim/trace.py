@@ -103,7 +103,9 @@ class Trace:
 
     def emit(self, _actor: str, _name: str, **fields) -> Event:
         # vtime.now() and Event(...) inlined: the hottest call of a boot.
-        ev = _new_event(Event, (round((vtime._clock_now() + _owed.get()[0]) * 1e9), _actor, _name, fields, None))
+        c = vtime._clock    # its _now, not a call of its current_time
+        ev = _new_event(Event, (round(((c._now if c is not None else vtime._clock_now()) + _owed.get()[0]) * 1e9),
+                                _actor, _name, fields, None))
         self.events.append(ev)
         return ev
 
@@ -112,7 +114,9 @@ class Trace:
         (fields_builder) applied to args, called only when the fields are
         read: for the events of every hcall and exit. args must be values
         that do not change (ints, strings, bytes, None)."""
-        ev = _new_event(Event, (round((vtime._clock_now() + _owed.get()[0]) * 1e9), _actor, _name, build, args))
+        c = vtime._clock
+        ev = _new_event(Event, (round(((c._now if c is not None else vtime._clock_now()) + _owed.get()[0]) * 1e9),
+                                _actor, _name, build, args))
         self.events.append(ev)
         return ev
 

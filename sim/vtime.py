@@ -166,7 +166,8 @@ def charge(seconds: float) -> None:
 
 def now() -> float:
     """This task's simulated time."""
-    return _clock_now() + _owed.get()[0]
+    c = _clock    # its _now, not a call of its current_time: the hottest read
+    return (c._now if c is not None else _clock_now()) + _owed.get()[0]
 
 
 def catch_up(t: float) -> None:
@@ -326,13 +327,18 @@ async def settle() -> None:
     if owed:
         cell[0] = 0.0
         # trio.sleep(owed) is sleep_until(current_time() + owed)
-        await sleep_until(_clock_now() + owed)
+        if _clock is None:
+            await trio.sleep_until(_clock_now() + owed)
+        else:
+            await Alarm(_clock._now + owed).wait()
 
 
-async def sync() -> None:
-    """Settle only if another task could act before this task's time (one
-    is runnable, or one sleeps until earlier): what this task does next is
-    then ordered correctly against everything the others do."""
+# The tests of sync() and checkpoint() as plain calls, for the hot paths:
+# `if vtime.must_settle(): await vtime.settle()` makes no coroutine when
+# nothing is to be slept (most times, on every exit and BQL take).
+def must_settle() -> bool:
+    """sync()'s test: another task could act before this task's time (one
+    is runnable, or one sleeps until earlier)."""
     owed = _owed.get()[0]
     if owed:
         # trio.lowlevel.current_statistics()'s tasks_runnable and
@@ -341,13 +347,35 @@ async def sync() -> None:
         # the clock's own timers.
         rn = _run.GLOBAL_RUN_CONTEXT.runner
         if rn.runq:
-            await settle()
-            return
+            return True
         nxt = rn.deadlines.next_deadline()
-        if _clock is not None:
-            nxt = min(nxt, _clock.next_timer())
-        if nxt - _clock_now() <= owed:
-            await settle()
+        c = _clock
+        if c is None:
+            return nxt - _clock_now() <= owed
+        timers = c._timers     # c.next_timer(), inline when its first timer is live
+        own = timers[0][0] if timers and timers[0][2] is not None else c.next_timer()
+        if own < nxt:
+            nxt = own
+        return nxt - c._now <= owed
+    return False
+
+
+def owing() -> float:
+    """What this task owes (settle() sleeps it)."""
+    return _owed.get()[0]
+
+
+def overdue() -> bool:
+    """checkpoint()'s test: the task has run QUANTUM ahead of trio's clock."""
+    return _owed.get()[0] >= QUANTUM
+
+
+async def sync() -> None:
+    """Settle only if another task could act before this task's time:
+    what this task does next is then ordered correctly against everything
+    the others do."""
+    if must_settle():
+        await settle()
 
 
 async def checkpoint() -> None:

@@ -17,8 +17,13 @@ from sim.abi.virtio import (
     VIRTIO_F_VERSION_1, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, layouts, vring_addrs, vring_size,
 )
 from sim.cpu import TIMEBASE_FREQ
+from sim.trace import fields_builder
 
 VIRTIO_TIMEOUT_MS = 5000
+
+# Recorded raw every request (Trace.record), fields built when read.
+_submit_fields = fields_builder(lambda rtype, sector, count, avail_idx, fn:
+                                {"type": rtype, "sector": sector, "count": count, "avail_idx": avail_idx, "fn": fn})
 # DRIVER_FEATURE_SUPPORT (virtio-blk.c)
 DRIVER_FEATURE_SUPPORT = (1 << VIRTIO_BLK_F_BLK_SIZE) | (1 << VIRTIO_F_VERSION_1)
 
@@ -125,8 +130,8 @@ class VirtioBlk:
         ram.write(self.desc + 16 * ((d + 2) % q), pack(self.status_addr, 1, VRING_DESC_F_WRITE, 0))
         ram.write(self.avail + 4 + 2 * (avail_idx % q), d.to_bytes(2, order))
         ram.write(self.avail + 2, ((avail_idx + 1) & 0xFFFF).to_bytes(2, order))
-        self.trace.emit("guest", "virtio_blk_submit", type=rtype, sector=blocknum * blk_size // 512,
-                        count=cnt, avail_idx=avail_idx + 1, fn=rel.transfer_fn)
+        self.trace.record("guest", "virtio_blk_submit", _submit_fields, rtype, blocknum * blk_size // 512, cnt,
+                          avail_idx + 1, rel.transfer_fn)
         await t.queue_notify(0)
         if not await self._wait_used(last_used_idx):
             self.trace.emit("guest", "virtio_timeout", sector=blocknum, count=cnt, timeout_ms=self.timeout_ms)

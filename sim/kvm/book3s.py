@@ -57,6 +57,11 @@ def _bus_write_fields(addr, size, buf, ret, device) -> dict:
 
 
 @fields_builder
+def _ioeventfd_signal_fields(addr, length, fd, label) -> dict:
+    return {"addr": addr, "len": length, "fd": fd, "eventfd": label}
+
+
+@fields_builder
 def _gate_fields(nr, enabled) -> dict:
     return {"nr": nr, "bit": nr // 4, "enabled": enabled}
 
@@ -92,8 +97,8 @@ def h_logical_ci_store(vcpu) -> int:
     trace = vcpu.vm.trace
     trace.record("kvm", "io_bus_write", _bus_write_fields, addr, size, buf, ret, dev.describe() if dev else None)
     if dev is not None and dev.is_ioeventfd and not dev.lost:
-        trace.emit("kvm", "ioeventfd_signal", addr=dev.addr, len=dev.length, fd=dev.eventfd.fd,
-                   eventfd=dev.eventfd.label)
+        trace.record("kvm", "ioeventfd_signal", _ioeventfd_signal_fields, dev.addr, dev.length, dev.eventfd.fd,
+                     dev.eventfd.label)
     if ret != 0:
         return papr.H_TOO_HARD
     return papr.H_SUCCESS

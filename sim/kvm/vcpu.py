@@ -74,20 +74,10 @@ def _hcall_exit_fields(nr, why) -> dict:
 
 
 @types.coroutine
-def _step(guest, send):
-    """Run the guest until it traps or returns, passing trio's yields up."""
-    throw = None
-    while True:
-        try:
-            out = guest.throw(throw) if throw is not None else guest.send(send)
-        except StopIteration as stop:
-            return stop.value, None
-        if type(out) is Trap:
-            return None, out
-        try:
-            send, throw = (yield out), None
-        except BaseException as exc:  # delivered to the guest, as trio would
-            send, throw = None, exc
+def _pass_up(out):
+    """One of the guest's trio yields, passed up to trio; returns what trio
+    sends (what trio throws is raised here, and delivered to the guest)."""
+    return (yield out)
 
 
 class Vcpu:
@@ -120,8 +110,24 @@ class Vcpu:
                 book3s.complete_mmio_load(self, run.get_mmio().data)
             self.mmio = None
         while True:
-            await vtime.checkpoint()
-            result, trap = await _step(self._guest, None)
+            if vtime.overdue():     # vtime.checkpoint()
+                await vtime.settle()
+            # Run the guest until it traps or returns, passing trio's yields
+            # up (inline: most steps trap at once, without a trio yield).
+            guest, send, throw = self._guest, None, None
+            while True:
+                try:
+                    out = guest.throw(throw) if throw is not None else guest.send(send)
+                except StopIteration as stop:
+                    result, trap = stop.value, None
+                    break
+                if type(out) is Trap:
+                    result, trap = None, out
+                    break
+                try:
+                    send, throw = await _pass_up(out), None
+                except BaseException as exc:  # delivered to the guest, as trio would
+                    send, throw = None, exc
             if trap is None:
                 run.exit_reason = SIM_GUEST_IDLE
                 run.guest_result = result

@@ -16,6 +16,9 @@ readable, so ppoll returns at once) -- before it dispatches the new fd.
 from collections import deque
 
 from sim import vtime
+from sim.trace import fields_builder
+
+_eventfd_read_fields = fields_builder(lambda eventfd, count: {"eventfd": eventfd, "count": count})
 
 
 class AioContext:
@@ -105,7 +108,8 @@ class AioContext:
                 self._sleep = self._woken = None
                 self._parked = False
             self.wakeups += 1
-            await vtime.settle()
+            if vtime.owing():
+                await vtime.settle()
             bql = self.bql
             if bql is not None:
                 self.trace.emit(self.actor, "main_loop_wakeup", ready=[_name(x) for x in ready])
@@ -123,7 +127,7 @@ class AioContext:
                     continue
                 handler = handlers.get(item)
                 if handler is not None and item.count:
-                    self.trace.emit(self.actor, "eventfd_read", eventfd=item.label, count=item.count)
+                    self.trace.record(self.actor, "eventfd_read", _eventfd_read_fields, item.label, item.count)
                     handler()
             late.clear()
             ready.extend(deferred)

@@ -42,7 +42,8 @@ class Bql:
         """qemu_mutex_lock_iothread, in simulated-time order."""
         while self._blocked is not None:       # a holder waits in a drain
             await self._blocked.wait()
-        await vtime.sync()
+        if vtime.must_settle():     # vtime.sync(), without a coroutine when nothing is owed
+            await vtime.settle()
         t = vtime.now()
         if self.free_at > t:
             self.waits += 1
