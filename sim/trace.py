@@ -17,13 +17,15 @@ class _Event(NamedTuple):
     actor: str
     name: str
     raw: object     # the fields dict, or the builder index Trace.record was given
-    args: tuple = None   # Trace.record's args for the builder
+    # (Trace.record's args for the builder follow, in the same tuple)
 
 
-# Fields builders (Trace.record), by index. A recorded event is one tuple
-# and its args, no more objects than an emitted one (its tuple and kwargs
-# dict): each allocation counts towards the garbage collector's next pass,
-# and a full pass scans every event of the boot.
+# Fields builders (Trace.record), by index. A recorded event is one tuple,
+# its builder's args inline: fewer objects than an emitted one (its tuple
+# and kwargs dict). Each allocation counts towards the garbage collector's
+# next pass, and every pass over an older generation scans each event that
+# is a tracked object (an Event always is: the collector untracks only
+# exact tuples), so an args tuple of its own would be one more.
 _BUILDERS: list = []
 
 
@@ -43,7 +45,12 @@ class Event(_Event):
         raw = self.raw
         if type(raw) is dict:
             return raw
-        return _BUILDERS[raw](*self.args)
+        return _BUILDERS[raw](*self[4:])
+
+    @property
+    def args(self) -> tuple:
+        """Trace.record's args for the builder (() for an emitted event)."""
+        return self[4:]
 
     def to_json(self) -> dict:
         return {"t_ns": self.t_ns, "actor": self.actor, "event": self.name, **self.fields}
@@ -105,7 +112,7 @@ class Trace:
         # vtime.now() and Event(...) inlined: the hottest call of a boot.
         c = vtime._clock    # its _now, not a call of its current_time
         ev = _new_event(Event, (round(((c._now if c is not None else vtime._clock_now()) + _owed.get()[0]) * 1e9),
-                                _actor, _name, fields, None))
+                                _actor, _name, fields))
         self.events.append(ev)
         return ev
 
@@ -116,7 +123,7 @@ class Trace:
         that do not change (ints, strings, bytes, None)."""
         c = vtime._clock
         ev = _new_event(Event, (round(((c._now if c is not None else vtime._clock_now()) + _owed.get()[0]) * 1e9),
-                                _actor, _name, build, args))
+                                _actor, _name, build) + args)
         self.events.append(ev)
         return ev
 
