@@ -14,6 +14,8 @@ Until 300384f (20191206) the vring addresses are not kept but re-read from
 the queue registers on each use (virtio_get_vring_desc/avail/used).
 """
 
+from collections.abc import Awaitable
+
 from sim.abi.virtio import (
     CAP_FIELDS, COMMON_CFG, PCI_CAP_ID_VNDR, VIRTIO_F_IOMMU_PLATFORM, VIRTIO_F_VERSION_1,
     VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_ISR_CFG,
@@ -137,12 +139,16 @@ class LegacyTransport(_VringFromRegisters):
         await self.hv.ci_write_le(2, self.base + VIRTIO_PCI_QUEUE_SEL, queue)
         return 4096 * await self.hv.ci_read_le(4, self.base + VIRTIO_PCI_QUEUE_PFN)
 
-    async def get_config32(self, offset: int) -> int:
+    # get_config32 and queue_notify, called for every block request, are
+    # plain defs returning the hcall's coroutine (awaited by the caller
+    # all the same): one coroutine frame fewer for every trap and resume
+    # to pass through.
+    def get_config32(self, offset: int) -> Awaitable[int]:
         """Legacy config is guest-endian: no swap."""
-        return await self.hv.ci_read(4, self.base + VIRTIO_PCI_CONFIG_OFF_NO_MSIX + offset)
+        return self.hv.ci_read(4, self.base + VIRTIO_PCI_CONFIG_OFF_NO_MSIX + offset)
 
-    async def queue_notify(self, queue: int) -> None:
-        await self.hv.ci_write_le(2, self.base + VIRTIO_PCI_QUEUE_NOTIFY, queue)
+    def queue_notify(self, queue: int) -> Awaitable[int]:
+        return self.hv.ci_write_le(2, self.base + VIRTIO_PCI_QUEUE_NOTIFY, queue)
 
 
 class ModernTransport:
