@@ -325,7 +325,10 @@ class SpaprMachine:
                 return run.guest_result
             # kvm_cpu_exec: KVM_RUN returned; the exit is handled under the
             # BQL, released before the next KVM_RUN.
-            await self.bql.lock("qemu-vcpu")
+            if self.bql.free():
+                self.bql.take("qemu-vcpu")
+            else:
+                await self.bql.lock("qemu-vcpu")
             result = self._handle_exit(run)
             while self.vcpu_waits:
                 why, blk = self.vcpu_waits.pop(0)

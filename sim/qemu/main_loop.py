@@ -44,6 +44,16 @@ class Bql:
             await self._blocked.wait()
         if vtime.must_settle():     # vtime.sync(), without a coroutine when nothing is owed
             await vtime.settle()
+        self.take(actor, trace_it)
+
+    def free(self) -> bool:
+        """lock() would not wait: no drain holds the BQL and no other task
+        could act before this one's time. The vcpu thread, taking it on
+        every exit, then calls take() and makes no coroutine."""
+        return self._blocked is None and not vtime.must_settle()
+
+    def take(self, actor: str, trace_it: bool = False) -> None:
+        """lock()'s last step: continue from the last release if it is later."""
         t = vtime.now()
         if self.free_at > t:
             self.waits += 1
