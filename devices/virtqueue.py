@@ -50,6 +50,7 @@ class VirtQueue:
         self.signalled_used = 0
         self.signalled_used_valid = False
         self.event_idx = False      # VIRTIO_RING_F_EVENT_IDX negotiated (set by the device)
+        self.vring_mapped = None    # (desc, avail, used, num) that devices.vring mapped
 
     def set_legacy_addr(self, pa: int) -> None:
         """virtio_queue_set_addr: a legacy ring is contiguous, 4096-aligned."""

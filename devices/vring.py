@@ -26,11 +26,17 @@ def _mapped(ram, addr: int, n: int) -> bool:
 
 def _setup_error(vq) -> str | None:
     """vring_setup's maps (desc, avail + used_event, used + avail_event).
-    ASSUMPTION: a failure is reported at the first pop, not at start."""
+    ASSUMPTION: a failure is reported at the first pop, not at start.
+    The ring addresses that mapped are kept (vq.vring_mapped): vring_setup
+    maps once, and RAM does not move."""
+    where = (vq.desc, vq.avail, vq.used, vq.num)
+    if where == vq.vring_mapped:
+        return None
     for name, addr, size in (("desc", vq.desc, 16 * vq.num), ("avail", vq.avail, 4 + 2 * vq.num + 2),
                              ("used", vq.used, 4 + 8 * vq.num + 2)):
         if not _mapped(vq.ram, addr, size):
             return f"Failed to map 0x{size:x} byte for vring {name} at 0x{addr:x}"
+    vq.vring_mapped = where
     return None
 
 
