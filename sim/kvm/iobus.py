@@ -65,12 +65,13 @@ class KvmIoBus:
     def write(self, addr: int, length: int, buf: bytes) -> tuple[int, IoDevice | None]:
         """__kvm_io_bus_write: (0, device that took it) or (-EOPNOTSUPP, None)."""
         for a, n, dev in self.ranges:       # every H_LOGICAL_CI_* and MMIO exit looks here
-            if _cmp(addr, length, a, n) == 0 and dev.write(addr, length, buf) == 0:
+            # _cmp(addr, length, a, n) == 0, inline
+            if a <= addr and (addr + length <= a + n if n else addr == a) and dev.write(addr, length, buf) == 0:
                 return 0, dev
         return -EOPNOTSUPP, None
 
     def read(self, addr: int, length: int, buf: bytearray) -> tuple[int, IoDevice | None]:
         for a, n, dev in self.ranges:
-            if _cmp(addr, length, a, n) == 0 and dev.read(addr, length, buf) == 0:
+            if a <= addr and (addr + length <= a + n if n else addr == a) and dev.read(addr, length, buf) == 0:
                 return 0, dev
         return -EOPNOTSUPP, None

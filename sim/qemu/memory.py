@@ -130,7 +130,9 @@ class AddressSpace:
         if r.mr.ram is not None:
             return int.from_bytes(r.mr.ram.read(r.mr.ram_offset + off, size), "big"), r
         value = _dispatch_read(r.mr, off, size)
-        return _adjust_endianness(r.mr, value, size), r
+        if r.mr.ops.endianness == DEVICE_LITTLE_ENDIAN and TARGET_BIG_ENDIAN and size > 1:
+            value = int.from_bytes(value.to_bytes(size, "little"), "big")   # _adjust_endianness, inline
+        return value, r
 
     def store(self, addr: int, size: int, value: int) -> FlatRange | None:
         value &= (1 << (8 * size)) - 1
