@@ -43,6 +43,7 @@ MSIX_PBA_OFFSET = 0x800           # msix_init_exclusive_bar: the PBA in the BAR'
 PCI_MSIX_ENTRY_SIZE, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_ENTRY_CTRL_MASKBIT = 16, 12, 1
 VIRTIO_NO_VECTOR = 0xFFFF
 PCI_MSIX_FLAGS_ENABLE, PCI_MSIX_FLAGS_MASKALL = 0x8000, 0x4000
+_MSIX_ENABLE_HI = PCI_MSIX_FLAGS_ENABLE >> 8   # the Enable bit in Message Control's high byte
 
 
 class _LegacyOps(MemoryRegionOps):
@@ -158,7 +159,7 @@ class VirtIOPCIProxy(PCIDevice):
     def msix_enabled(self) -> bool:
         """msix_enabled: the Enable bit of Message Control (its high byte;
         config space is little-endian)."""
-        return bool(self.config[self.msix_cap + 3] & (PCI_MSIX_FLAGS_ENABLE >> 8))
+        return bool(self.config[self.msix_cap + 3] & _MSIX_ENABLE_HI)
 
     @property
     def config_off(self) -> int:
@@ -453,8 +454,9 @@ class VirtIOPCIProxy(PCIDevice):
 
     def legacy_read(self, addr: int, size: int) -> int:
         # virtio_pci_config_read. config_off is read once: an ioport read
-        # never changes the MSI-X Enable bit it depends on.
-        cfg = self.config_off
+        # never changes the MSI-X Enable bit it depends on. (config_off,
+        # inline: every legacy register access of SLOF comes here.)
+        cfg = VIRTIO_PCI_CONFIG_OFF_NO_MSIX + (4 if self.config[self.msix_cap + 3] & _MSIX_ENABLE_HI else 0)
         if addr >= cfg:
             value = self._config_read(addr - cfg, size)
         else:
@@ -463,7 +465,7 @@ class VirtIOPCIProxy(PCIDevice):
         return value
 
     def legacy_write(self, addr: int, value: int, size: int) -> None:
-        cfg = self.config_off
+        cfg = VIRTIO_PCI_CONFIG_OFF_NO_MSIX + (4 if self.config[self.msix_cap + 3] & _MSIX_ENABLE_HI else 0)
         self.trace.record("qemu-vcpu", "virtio_pci_access", _legacy_access_fields, addr, size, "W", value, cfg)
         if addr >= cfg:
             return  # virtio-blk's config is read-only to the legacy driver (wce aside)

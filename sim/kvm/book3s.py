@@ -40,10 +40,6 @@ DEFAULT_ENABLED = {
 }
 
 
-def _is_power_of_2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
 # The fields of the events every H_LOGICAL_CI_* records (Trace.record).
 @fields_builder
 def _bus_read_fields(addr, size, ret, device) -> dict:
@@ -70,7 +66,7 @@ def h_logical_ci_load(vcpu) -> int:
     """kvmppc_h_logical_ci_load: r4 = size, r5 = addr; result to r4."""
     gpr = vcpu.gpr
     size, addr = gpr[4], gpr[5]
-    if not _is_power_of_2(size) or size > 8:
+    if size not in (1, 2, 4, 8):    # !is_power_of_2(size) || size > sizeof(u64)
         vcpu.vm.trace.emit("kvm", "logical_ci_size", nr=papr.H_LOGICAL_CI_LOAD, size=size, ret="H_TOO_HARD")
         return papr.H_TOO_HARD
     buf = bytearray(8)
