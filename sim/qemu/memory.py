@@ -188,7 +188,9 @@ def _dispatch_write_eventfds(mr: MemoryRegion, off: int, value: int, size: int) 
 def _dispatch_read(mr: MemoryRegion, off: int, size: int) -> int:
     """access_with_adjusted_size for reads."""
     ops = mr.ops
-    access = max(min(size, ops.impl_max), ops.impl_min)
+    access = size if size <= ops.impl_max else ops.impl_max     # MAX(MIN(size, max), min), inline
+    if access < ops.impl_min:
+        access = ops.impl_min
     if access == size:
         return ops.read(off, size) & ((1 << (8 * size)) - 1)
     value = 0
@@ -201,7 +203,9 @@ def _dispatch_read(mr: MemoryRegion, off: int, size: int) -> int:
 
 def _dispatch_write(mr: MemoryRegion, off: int, value: int, size: int) -> None:
     ops = mr.ops
-    access = max(min(size, ops.impl_max), ops.impl_min)
+    access = size if size <= ops.impl_max else ops.impl_max     # MAX(MIN(size, max), min), inline
+    if access < ops.impl_min:
+        access = ops.impl_min
     if access == size:
         ops.write(off, value, size)
         return
