@@ -24,7 +24,11 @@ def spawn(argv, tmp_path=None, rich=True):
 
 
 def finish(child) -> str:
-    child.expect(pexpect.EOF)
+    try:
+        child.expect(pexpect.EOF)
+    except pexpect.TIMEOUT:     # say what the program printed, not its last 100 characters
+        child.terminate(force=True)
+        pytest.fail("no exit within the timeout; the output:\n" + child.before.decode("utf-8", "replace")[-8000:])
     child.close()
     return child.before.decode("utf-8", "replace")
 
