@@ -16,7 +16,7 @@ from heapq import heappop, heappush
 
 import trio
 from trio._core import _run
-from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
+from trio.lowlevel import Abort, current_task, enable_ki_protection, reschedule, wait_task_rescheduled
 
 QUANTUM = 1e-3   # most simulated time a task runs ahead of trio's clock
 
@@ -34,6 +34,11 @@ class _FreshCells(trio.abc.Instrument):
     share the spawner's from then on. Every task spawned gets its own cell,
     holding what its spawner owes as it spawns."""
 
+    # KI-protected, as trio's own run loop is: a Ctrl-C raised inside an
+    # instrument hook is caught by trio's Instruments.call, which drops the
+    # instrument and logs the KeyboardInterrupt -- the Ctrl-C is lost. This
+    # hook runs inside start_soon, in the spawning task, which is not protected.
+    @enable_ki_protection
     def task_spawned(self, task) -> None:
         ctx = task.context
         ctx.run(_owed.set, [ctx.get(_owed, _ZERO)[0]])
@@ -110,6 +115,7 @@ class AutojumpClock(trio.abc.Clock, trio.abc.Instrument):
             self._now = deadline
         return 0.0
 
+    @enable_ki_protection        # as task_spawned above
     def after_io_wait(self, timeout) -> None:
         timers, now = self._timers, self._now
         while timers and timers[0][0] <= now:

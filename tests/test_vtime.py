@@ -204,3 +204,30 @@ def test_an_exception_before_an_alarm_parks_leaves_no_timer_and_no_task(monkeypa
         return left, trio.current_time()
     left, end = _own_clock_run(main)
     assert left == (None, float("inf")) and end == 10.0
+
+
+def test_the_clocks_instrument_hooks_run_protected_from_ctrl_c():
+    """trio's Instruments.call catches a KeyboardInterrupt raised in a hook,
+    drops the instrument and logs it: the Ctrl-C would be lost. The hooks
+    run KI-protected, so trio delivers it at the next checkpoint instead."""
+    seen = []
+
+    class Spy(list):
+        def __len__(self):
+            seen.append(("after_io_wait", trio.lowlevel.currently_ki_protected()))
+            return super().__len__()
+
+    class SpyCell(list):       # the spawner's debt cell, read by task_spawned
+        def __getitem__(self, i):
+            seen.append(("task_spawned", trio.lowlevel.currently_ki_protected()))
+            return super().__getitem__(i)
+
+    async def main():
+        vtime._clock._timers = Spy()
+        vtime._owed.set(SpyCell([0.0]))
+        async with trio.open_nursery() as n:            # spawned from an unprotected task
+            n.start_soon(trio.sleep, 1.0)
+        return trio.current_time()
+    assert _own_clock_run(main) == 1.0
+    assert {name for name, _ in seen} == {"after_io_wait", "task_spawned"}
+    assert all(protected for _, protected in seen)
